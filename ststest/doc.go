@@ -1,0 +1,29 @@
+// Package ststest provides an in-process fake of AWS STS for testing.
+//
+// The fake speaks the AWS Query wire protocol of the STS GetWebIdentityToken
+// action closely enough that a real [github.com/aws/aws-sdk-go-v2/service/sts.Client]
+// can call it, and it mints real, verifiable JSON Web Tokens signed with RS256
+// or ES384. It also serves an OpenID Connect discovery document and a JWKS
+// document, so token verifiers can be tested end to end:
+//
+//	srv := ststest.NewServer()
+//	defer srv.Close()
+//	out, err := srv.Client().GetWebIdentityToken(ctx, &sts.GetWebIdentityTokenInput{
+//		Audience:         []string{"https://api.example.com"},
+//		SigningAlgorithm: aws.String("RS256"),
+//	})
+//
+// The token's issuer (the iss claim) is [Server.URL]; its keys are published
+// at [Server.JWKSURL] and at the jwks_uri of
+// [Server.URL]/.well-known/openid-configuration.
+//
+// Faults are injected with [Server.FailNext], [Server.FailAll],
+// [Server.SetLatency], [Server.Hold] and [Server.SetTokenLifetime], and are
+// cleared with [Server.Reset]. [Server.Calls] and [Server.CallsFor] report how
+// many GetWebIdentityToken requests arrived.
+//
+// Like [net/http/httptest], the package takes no [testing.TB]: it works in
+// runnable examples and in development binaries. Setup failures panic with a
+// message prefixed "ststest:". All methods of [Server] are safe for
+// concurrent use by multiple goroutines once the server is started.
+package ststest
