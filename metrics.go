@@ -1,0 +1,140 @@
+package stsauth
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/aws/smithy-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// instrumentationName is the OTel meter name of this package.
+const instrumentationName = "github.com/stsauth/stsauth"
+
+// MaxAudienceLabels caps how many distinct audience sets get their own value
+// of the "audience" metric attribute. Host-derived audiences could otherwise
+// make one time series per host; sets past the cap share the value
+// [OtherAudienceLabel].
+const MaxAudienceLabels = 100
+
+// OtherAudienceLabel is the "audience" attribute value of every audience set
+// past the first [MaxAudienceLabels].
+const OtherAudienceLabel = "_other"
+
+// metrics holds the instruments of one TokenSource. The names are those of
+// aws-outbound-jwt-proxy, so its dashboards carry over, plus new ones.
+type metrics struct {
+	fetches         metric.Int64Counter     // token.fetch.count {audience, result, error_class}
+	fetchDuration   metric.Float64Histogram // token.fetch.duration, seconds
+	hits            metric.Int64Counter     // token.cache.hit.count
+	misses          metric.Int64Counter     // token.cache.miss.count
+	staleServed     metric.Int64Counter     // token.stale.served.count
+	refreshFailures metric.Int64Counter     // token.refresh.failure.count
+	evictions       metric.Int64Counter     // token.cache.eviction.count
+	cached          metric.Int64ObservableGauge
+	registration    metric.Registration
+
+	mu     sync.Mutex // guards labels
+	labels map[string]struct{}
+}
+
+// audienceAttrs holds the metric options for one audience set, built once
+// when its cache entry is made so that a cache hit allocates nothing.
+type audienceAttrs struct {
+	label string
+	add   []metric.AddOption
+}
+
+func newMetrics(mp metric.MeterProvider, cachedAudiences func() int64) (*metrics, error) {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	meter := mp.Meter(instrumentationName)
+	m := &metrics{labels: make(map[string]struct{})}
+	var err error
+	counter := func(name, desc string) metric.Int64Counter {
+		c, e := meter.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit("{call}"))
+		err = errors.Join(err, e)
+		return c
+	}
+	m.fetches = counter("token.fetch.count", "STS GetWebIdentityToken calls, by audience, result and error class.")
+	m.hits = counter("token.cache.hit.count", "Token requests served from the cache.")
+	m.misses = counter("token.cache.miss.count", "Token requests that found no usable cached token.")
+	m.staleServed = counter("token.stale.served.count", "Cached tokens served inside their refresh window, while a refresh is due.")
+	m.refreshFailures = counter("token.refresh.failure.count", "Background refreshes that failed while a valid token was still served.")
+	m.evictions = counter("token.cache.eviction.count", "Audience sets evicted from the cache to make room.")
+	var e error
+	m.fetchDuration, e = meter.Float64Histogram("token.fetch.duration",
+		metric.WithDescription("Duration of STS GetWebIdentityToken calls."), metric.WithUnit("s"))
+	err = errors.Join(err, e)
+	m.cached, e = meter.Int64ObservableGauge("token.cached.audiences",
+		metric.WithDescription("Audience sets in the token cache."), metric.WithUnit("{audience}"))
+	err = errors.Join(err, e)
+	if err != nil {
+		return nil, err
+	}
+	m.registration, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(m.cached, cachedAudiences())
+		return nil
+	}, m.cached)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// attrsFor returns the metric options for aud, whose label is aud itself
+// until [MaxAudienceLabels] distinct sets have been labelled.
+func (m *metrics) attrsFor(aud Audience) *audienceAttrs {
+	label := aud.String()
+	m.mu.Lock()
+	if _, seen := m.labels[label]; !seen {
+		if len(m.labels) < MaxAudienceLabels {
+			m.labels[label] = struct{}{}
+		} else {
+			label = OtherAudienceLabel
+		}
+	}
+	m.mu.Unlock()
+	set := attribute.NewSet(attribute.String("audience", label))
+	return &audienceAttrs{label: label, add: []metric.AddOption{metric.WithAttributeSet(set)}}
+}
+
+// recordFetch counts one STS call and its duration.
+func (m *metrics) recordFetch(ctx context.Context, a *audienceAttrs, d time.Duration, err error) {
+	result, class := "success", ""
+	if err != nil {
+		result, class = "error", errorClass(err)
+	}
+	attrs := metric.WithAttributes(
+		attribute.String("audience", a.label),
+		attribute.String("result", result),
+		attribute.String("error_class", class),
+	)
+	m.fetches.Add(ctx, 1, attrs)
+	m.fetchDuration.Record(ctx, d.Seconds(), attrs)
+}
+
+// errorClass names the kind of a fetch error with a bounded set of values:
+// the STS error code, or timeout, canceled or other.
+func errorClass(err error) string {
+	var api smithy.APIError
+	switch {
+	case errors.As(err, &api):
+		return api.ErrorCode()
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	default:
+		return "other"
+	}
+}
+
+func (m *metrics) close() {
+	_ = m.registration.Unregister()
+}

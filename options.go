@@ -1,0 +1,167 @@
+package stsauth
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	"github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Signing algorithms that STS GetWebIdentityToken accepts.
+const (
+	// RS256 is RSASSA-PKCS1-v1_5 with SHA-256, the default.
+	RS256 = "RS256"
+	// ES384 is ECDSA with P-384 and SHA-384.
+	ES384 = "ES384"
+)
+
+// Defaults and limits of the options.
+const (
+	// DefaultDuration is the token lifetime requested from STS.
+	DefaultDuration = time.Hour
+	// MinDuration and MaxDuration bound the lifetime STS will issue.
+	MinDuration = 60 * time.Second
+	MaxDuration = time.Hour
+	// DefaultRefreshSkew is how long before expiry a token is refreshed.
+	DefaultRefreshSkew = 5 * time.Minute
+	// DefaultCacheSize is how many audience sets the cache holds.
+	DefaultCacheSize = 1024
+	// DefaultFetchTimeout bounds one shared STS fetch, retries included.
+	DefaultFetchTimeout = 30 * time.Second
+	// MaxTags, MaxTagKeyLength and MaxTagValueLength are STS's limits on
+	// session tags sent with GetWebIdentityToken.
+	MaxTags           = 50
+	MaxTagKeyLength   = 128
+	MaxTagValueLength = 256
+)
+
+// ErrInvalidOption is wrapped by every error that [NewTokenSource] returns
+// for a bad option.
+var ErrInvalidOption = errors.New("invalid option")
+
+// An Option configures a [TokenSource]. Options are applied once, by
+// [NewTokenSource], which validates the result.
+type Option func(*config)
+
+// config is the resolved, immutable configuration of a TokenSource.
+type config struct {
+	algorithm     string
+	duration      time.Duration
+	skew          time.Duration
+	skewSet       bool
+	tags          []types.Tag
+	cacheSize     int
+	fetchTimeout  time.Duration
+	meterProvider metric.MeterProvider
+	logger        *slog.Logger
+}
+
+func defaultConfig() config {
+	return config{
+		algorithm:    RS256,
+		duration:     DefaultDuration,
+		skew:         DefaultRefreshSkew,
+		cacheSize:    DefaultCacheSize,
+		fetchTimeout: DefaultFetchTimeout,
+	}
+}
+
+// WithSigningAlgorithm sets the JWT signing algorithm, [RS256] (the default)
+// or [ES384].
+func WithSigningAlgorithm(alg string) Option {
+	return func(c *config) { c.algorithm = alg }
+}
+
+// WithDuration sets the token lifetime requested from STS, from [MinDuration]
+// to [MaxDuration] in whole seconds; the default is [DefaultDuration].
+func WithDuration(d time.Duration) Option {
+	return func(c *config) { c.duration = d }
+}
+
+// WithRefreshSkew sets how long before a token's expiry the background
+// refresh starts; it must be positive and shorter than the duration. The
+// default is [DefaultRefreshSkew], or half the duration when that is 10
+// minutes or less and no skew is set.
+func WithRefreshSkew(d time.Duration) Option {
+	return func(c *config) { c.skew, c.skewSet = d, true }
+}
+
+// WithTags sets session tags that STS adds to every token as custom claims:
+// at most [MaxTags], keys of 1 to [MaxTagKeyLength] characters, values of at
+// most [MaxTagValueLength]. A nil or empty map sends no tags.
+func WithTags(tags map[string]string) Option {
+	return func(c *config) {
+		c.tags = nil
+		for _, k := range slices.Sorted(maps.Keys(tags)) {
+			c.tags = append(c.tags, types.Tag{Key: &k, Value: new(tags[k])})
+		}
+	}
+}
+
+// WithCacheSize sets how many audience sets the cache holds, at least 1; the
+// default is [DefaultCacheSize]. Past it, the least recently used set is
+// evicted (approximately: see [TokenSource]).
+func WithCacheSize(n int) Option {
+	return func(c *config) { c.cacheSize = n }
+}
+
+// WithFetchTimeout bounds one shared STS fetch, including the SDK's own
+// retries; it must be positive. The default is [DefaultFetchTimeout].
+func WithFetchTimeout(d time.Duration) Option {
+	return func(c *config) { c.fetchTimeout = d }
+}
+
+// WithMeterProvider sets where metrics go. A nil provider, the default,
+// uses the global one from go.opentelemetry.io/otel.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) { c.meterProvider = mp }
+}
+
+// WithLogger sets the logger for refresh failures and evictions. A nil
+// logger, the default, discards records.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.logger = l }
+}
+
+// validate checks c against STS's ranges and fills dependent defaults.
+func (c *config) validate() error {
+	if c.algorithm != RS256 && c.algorithm != ES384 {
+		return fmt.Errorf("stsauth: %w: signing algorithm %q, want %s or %s", ErrInvalidOption, c.algorithm, RS256, ES384)
+	}
+	if c.duration < MinDuration || c.duration > MaxDuration || c.duration%time.Second != 0 {
+		return fmt.Errorf("stsauth: %w: duration %v, want whole seconds from %v to %v", ErrInvalidOption, c.duration, MinDuration, MaxDuration)
+	}
+	if !c.skewSet && c.skew >= c.duration {
+		c.skew = c.duration / 2
+	}
+	if c.skew <= 0 || c.skew >= c.duration {
+		return fmt.Errorf("stsauth: %w: refresh skew %v, want more than 0 and less than the duration %v", ErrInvalidOption, c.skew, c.duration)
+	}
+	if len(c.tags) > MaxTags {
+		return fmt.Errorf("stsauth: %w: %d tags, want at most %d", ErrInvalidOption, len(c.tags), MaxTags)
+	}
+	for _, t := range c.tags {
+		if n := utf8.RuneCountInString(*t.Key); n < 1 || n > MaxTagKeyLength {
+			return fmt.Errorf("stsauth: %w: tag key %q, want 1 to %d characters", ErrInvalidOption, *t.Key, MaxTagKeyLength)
+		}
+		if n := utf8.RuneCountInString(*t.Value); n > MaxTagValueLength {
+			return fmt.Errorf("stsauth: %w: tag %q value of %d characters, want at most %d", ErrInvalidOption, *t.Key, n, MaxTagValueLength)
+		}
+	}
+	if c.cacheSize < 1 {
+		return fmt.Errorf("stsauth: %w: cache size %d, want at least 1", ErrInvalidOption, c.cacheSize)
+	}
+	if c.fetchTimeout <= 0 {
+		return fmt.Errorf("stsauth: %w: fetch timeout %v, want more than 0", ErrInvalidOption, c.fetchTimeout)
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}

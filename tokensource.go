@@ -1,0 +1,455 @@
+package stsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"golang.org/x/sync/singleflight"
+)
+
+// GetWebIdentityTokenAPIClient is the one STS method a [TokenSource] uses.
+// *sts.Client satisfies it, and so does any fake with the same signature.
+type GetWebIdentityTokenAPIClient interface {
+	GetWebIdentityToken(ctx context.Context, params *sts.GetWebIdentityTokenInput, optFns ...func(*sts.Options)) (*sts.GetWebIdentityTokenOutput, error)
+}
+
+// Timing constants of the cache. They are not options: they are margins for
+// clocks and networks, not policy.
+const (
+	// expiryMargin is how long before its exp claim a token stops being
+	// served, so it is still valid when it reaches a verifier whose clock
+	// runs a little ahead. It shrinks to a quarter of the lifetime for
+	// tokens shorter than four margins.
+	expiryMargin = 10 * time.Second
+	// refreshJitter is the largest fraction of the skew by which each
+	// entry's refresh moment is moved earlier, so a fleet that started
+	// together does not refresh together.
+	refreshJitter = 0.1
+	// backoffBase and backoffMax bound the retry delay after failed
+	// fetches: full jitter over base·2^(failures-1), capped.
+	backoffBase = time.Second
+	backoffMax  = 30 * time.Second
+	// backoffMin keeps full jitter from retrying at once.
+	backoffMin = 50 * time.Millisecond
+)
+
+// ErrClosed is wrapped by the error of a [TokenSource.Token] call made after
+// [TokenSource.Close].
+var ErrClosed = errors.New("stsauth: token source closed")
+
+// A Token is a web identity token (a JWT) minted by STS for one audience set.
+//
+// A Token is a credential: String, GoString, LogValue and MarshalText show
+// the audience and expiry but never the JWT. Call [Token.Value] to use it.
+type Token struct {
+	jwt    string
+	bearer string // "Bearer " + jwt, built once so requests do not allocate it
+
+	// Audience is the audience set the token was minted for.
+	Audience Audience
+	// Expiry is the token's exp claim as STS reported it.
+	Expiry time.Time
+}
+
+// Value returns the JWT itself.
+func (t Token) Value() string { return t.jwt }
+
+// Valid reports whether t holds a JWT that has not reached its expiry.
+func (t Token) Valid() bool { return t.jwt != "" && time.Now().Before(t.Expiry) }
+
+// String describes the token without its JWT.
+func (t Token) String() string {
+	return fmt.Sprintf("stsauth.Token{Audience: %v, Expiry: %v, JWT: %s}", t.Audience, t.Expiry.UTC().Format(time.RFC3339), redacted(t.jwt))
+}
+
+// GoString describes the token without its JWT, for %#v.
+func (t Token) GoString() string { return t.String() }
+
+// LogValue describes the token to log/slog without its JWT.
+func (t Token) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("audience", t.Audience.String()),
+		slog.Time("expiry", t.Expiry),
+		slog.String("jwt", redacted(t.jwt)),
+	)
+}
+
+// MarshalText describes the token without its JWT, so encoders such as
+// encoding/json cannot leak it by accident either.
+func (t Token) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+func redacted(jwt string) string {
+	if jwt == "" {
+		return "none"
+	}
+	return "REDACTED"
+}
+
+// A TokenError reports a failure to get a token for an audience set. Err is
+// the SDK's error (reach the STS error code with errors.As and
+// smithy.APIError), the caller's context error, or [ErrClosed].
+type TokenError struct {
+	// Audience is the audience set the token was for.
+	Audience Audience
+	// Err is the underlying error.
+	Err error
+}
+
+func (e *TokenError) Error() string {
+	return fmt.Sprintf("stsauth: get web identity token for %v: %v", e.Audience, e.Err)
+}
+
+// Unwrap returns the underlying error.
+func (e *TokenError) Unwrap() error { return e.Err }
+
+// A TokenSource mints web identity tokens with STS and caches them per
+// audience set.
+//
+// The first Token call for an audience set makes one STS call, shared by all
+// concurrent callers of that set. Afterwards callers get the cached token
+// without waiting: once the token is within the refresh skew of its expiry
+// (less a small per-entry jitter), the next caller starts exactly one
+// background refresh and keeps getting the cached token meanwhile. A failed
+// refresh is retried, driven by later calls, with exponential backoff and full
+// jitter, while the old token is served until shortly before it expires.
+// With no usable token and STS failing, callers get the last error at once
+// until the backoff allows another attempt, so a storm of requests is not a
+// storm of STS calls.
+//
+// The cache holds up to the configured number of audience sets and evicts
+// by the CLOCK algorithm, a lock-free-on-hit approximation of least recently
+// used.
+//
+// A TokenSource is safe for concurrent use by multiple goroutines. Call Close
+// to stop its background refreshes.
+type TokenSource struct {
+	client  GetWebIdentityTokenAPIClient
+	cfg     config
+	metrics *metrics
+	cache   cache
+	group   singleflight.Group
+
+	// now and jitter are time and randomness; tests in this package
+	// replace them before the first call.
+	now    func() time.Time
+	jitter func(max time.Duration) time.Duration
+
+	closed  atomic.Bool
+	closeMu sync.Mutex // guards wg.Add against Close's wg.Wait
+	wg      sync.WaitGroup
+	stop    context.Context // done after Close, to cancel detached fetches
+	cancel  context.CancelFunc
+}
+
+// NewTokenSource returns a TokenSource that mints tokens with client,
+// typically an *sts.Client. It makes no STS call. It fails, wrapping
+// [ErrInvalidOption], if an option is outside STS's ranges.
+//
+// (Unlike most constructors in the style this package follows, it returns an
+// error: bad configuration must fail at startup, not panic or fail later.)
+func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*TokenSource, error) {
+	if client == nil {
+		return nil, fmt.Errorf("stsauth: %w: nil STS client", ErrInvalidOption)
+	}
+	cfg := defaultConfig()
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&cfg)
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ts := &TokenSource{
+		client: client,
+		cfg:    cfg,
+		now:    time.Now,
+		jitter: func(max time.Duration) time.Duration {
+			if max <= 0 {
+				return 0
+			}
+			return rand.N(max)
+		},
+	}
+	ts.cache.size = cfg.cacheSize
+	ts.stop, ts.cancel = context.WithCancel(context.Background())
+	m, err := newMetrics(cfg.meterProvider, ts.cache.len)
+	if err != nil {
+		return nil, fmt.Errorf("stsauth: set up metrics: %w", err)
+	}
+	ts.metrics = m
+	ts.cache.onEvict = func(e *entry) {
+		ts.metrics.evictions.Add(context.Background(), 1, e.attrs.add...)
+		ts.cfg.logger.Debug("stsauth: evicted audience set from token cache", slog.String("audience", e.aud.String()))
+	}
+	return ts, nil
+}
+
+// entry is the cache slot of one audience set.
+type entry struct {
+	aud   Audience
+	attrs *audienceAttrs // metric options for this set, built once
+
+	state atomic.Pointer[cached] // nil until the first token
+	// used is the CLOCK reference bit: set by hits, cleared by the
+	// eviction sweep.
+	used atomic.Bool
+	// refreshing is true while a background refresh for this entry runs;
+	// it makes "exactly one refresh" a CompareAndSwap.
+	refreshing atomic.Bool
+
+	mu       sync.Mutex // guards failures, retryAt, lastErr
+	failures int
+	retryAt  time.Time // no STS call for this set before then
+	lastErr  error     // the last fetch error, while failures > 0
+}
+
+// cached is one token and the moments that govern it, immutable once stored.
+type cached struct {
+	tok       Token
+	refreshAt time.Time // start a background refresh from here on
+	expireAt  time.Time // stop serving from here on (exp less the margin)
+}
+
+// storeNewer caches c unless e already holds a token that expires later. The
+// fetch that made c stored it in its own entry; this matters when the fetch
+// was shared with an entry for the same set evicted and added again since.
+func (e *entry) storeNewer(c *cached) {
+	for {
+		old := e.state.Load()
+		if old != nil && !old.tok.Expiry.Before(c.tok.Expiry) {
+			return
+		}
+		if e.state.CompareAndSwap(old, c) {
+			return
+		}
+	}
+}
+
+// Token returns a valid token for aud, from the cache when it can. It makes
+// an STS call only when no usable token is cached, and then waits for that
+// call (shared with every concurrent caller of aud) or for ctx to end,
+// whichever is first; the call itself carries on for the others.
+//
+// Every error is a *[TokenError].
+func (ts *TokenSource) Token(ctx context.Context, aud Audience) (Token, error) {
+	if aud.IsZero() {
+		return Token{}, &TokenError{Audience: aud, Err: fmt.Errorf("%w: zero Audience", ErrInvalidAudience)}
+	}
+	if ts.closed.Load() {
+		return Token{}, &TokenError{Audience: aud, Err: ErrClosed}
+	}
+	// The hot path: a map read and an atomic load, no lock.
+	e := ts.cache.get(aud.key)
+	if e != nil {
+		if c := e.state.Load(); c != nil {
+			now := ts.now()
+			if now.Before(c.expireAt) {
+				if !e.used.Load() {
+					e.used.Store(true)
+				}
+				if !now.Before(c.refreshAt) {
+					ts.refreshAhead(e, now)
+					ts.metrics.staleServed.Add(ctx, 1, e.attrs.add...)
+				}
+				ts.metrics.hits.Add(ctx, 1, e.attrs.add...)
+				return c.tok, nil
+			}
+		}
+	} else {
+		e = ts.cache.add(aud, ts.newEntry)
+	}
+	ts.metrics.misses.Add(ctx, 1, e.attrs.add...)
+	return ts.fetchWait(ctx, e)
+}
+
+func (ts *TokenSource) newEntry(aud Audience) *entry {
+	return &entry{aud: aud, attrs: ts.metrics.attrsFor(aud)}
+}
+
+// fetchWait gets a fresh token for e, sharing one STS call among concurrent
+// callers, unless the last failure's backoff is still running.
+func (ts *TokenSource) fetchWait(ctx context.Context, e *entry) (Token, error) {
+	e.mu.Lock()
+	if e.lastErr != nil && ts.now().Before(e.retryAt) {
+		err := e.lastErr
+		e.mu.Unlock()
+		return Token{}, &TokenError{Audience: e.aud, Err: err}
+	}
+	e.mu.Unlock()
+
+	ch := ts.group.DoChan(e.aud.key, func() (any, error) {
+		return ts.fetch(context.WithoutCancel(ctx), e)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Token{}, &TokenError{Audience: e.aud, Err: r.Err}
+		}
+		c := r.Val.(*cached)
+		e.storeNewer(c)
+		return c.tok, nil
+	case <-ctx.Done():
+		return Token{}, &TokenError{Audience: e.aud, Err: ctx.Err()}
+	}
+}
+
+// refreshAhead starts the background refresh of e unless one is running or
+// the backoff after a failed one has not run out.
+func (ts *TokenSource) refreshAhead(e *entry, now time.Time) {
+	if e.refreshing.Load() {
+		return
+	}
+	e.mu.Lock()
+	wait := e.failures > 0 && now.Before(e.retryAt)
+	e.mu.Unlock()
+	if wait || !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	ok := ts.goTracked(func() {
+		defer e.refreshing.Store(false)
+		v, err, _ := ts.group.Do(e.aud.key, func() (any, error) {
+			return ts.fetch(ts.stop, e)
+		})
+		if err != nil {
+			ts.metrics.refreshFailures.Add(ts.stop, 1, e.attrs.add...)
+			return
+		}
+		e.storeNewer(v.(*cached))
+	})
+	if !ok {
+		e.refreshing.Store(false)
+	}
+}
+
+// goTracked runs f in a goroutine that Close waits for. It reports false,
+// running nothing, once Close has begun.
+func (ts *TokenSource) goTracked(f func()) bool {
+	ts.closeMu.Lock()
+	defer ts.closeMu.Unlock()
+	if ts.closed.Load() {
+		return false
+	}
+	ts.wg.Add(1)
+	go func() {
+		defer ts.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// fetch makes one STS call for e and records its outcome: the new token in
+// e.state, or the failure and the backoff that follows it. parent supplies
+// values such as trace context; its cancellation is ignored, because the
+// result is shared by callers that may still be waiting. The call has its own
+// timeout and ends early only when the source is closed.
+func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) {
+	ts.closeMu.Lock()
+	if ts.closed.Load() {
+		ts.closeMu.Unlock()
+		return nil, ErrClosed
+	}
+	ts.wg.Add(1)
+	ts.closeMu.Unlock()
+	defer ts.wg.Done()
+
+	ctx, cancel := context.WithTimeout(parent, ts.cfg.fetchTimeout)
+	defer cancel()
+	defer context.AfterFunc(ts.stop, cancel)()
+
+	start := ts.now()
+	out, err := ts.client.GetWebIdentityToken(ctx, &sts.GetWebIdentityTokenInput{
+		Audience:         e.aud.Values(),
+		SigningAlgorithm: aws.String(ts.cfg.algorithm),
+		DurationSeconds:  aws.Int32(int32(ts.cfg.duration / time.Second)),
+		Tags:             ts.cfg.tags,
+	})
+	now := ts.now()
+	if err == nil {
+		switch {
+		case out == nil || out.WebIdentityToken == nil || *out.WebIdentityToken == "":
+			err = errors.New("STS returned no token")
+		case out.Expiration == nil:
+			err = errors.New("STS returned a token without an expiration")
+		case !out.Expiration.After(now):
+			err = fmt.Errorf("STS returned a token that expired at %v", out.Expiration.UTC().Format(time.RFC3339))
+		}
+	}
+	ts.metrics.recordFetch(ctx, e.attrs, now.Sub(start), err)
+	if err != nil {
+		ts.recordFailure(e, now, err)
+		return nil, err
+	}
+
+	c := ts.newCached(e.aud, *out.WebIdentityToken, *out.Expiration, now)
+	e.mu.Lock()
+	e.failures, e.retryAt, e.lastErr = 0, time.Time{}, nil
+	e.mu.Unlock()
+	e.state.Store(c)
+	return c, nil
+}
+
+// newCached works out when a token fetched at now should be refreshed and
+// when it must no longer be served.
+func (ts *TokenSource) newCached(aud Audience, jwt string, exp, now time.Time) *cached {
+	lifetime := exp.Sub(now)
+	margin := min(expiryMargin, lifetime/4)
+	c := &cached{
+		tok:      Token{jwt: jwt, bearer: "Bearer " + jwt, Audience: aud, Expiry: exp},
+		expireAt: exp.Add(-margin),
+	}
+	skew := ts.cfg.skew
+	if lifetime <= skew {
+		// STS granted less than asked for: refreshing skew before expiry
+		// would mean refreshing constantly. Refresh half way instead.
+		c.refreshAt = now.Add(lifetime / 2)
+	} else {
+		c.refreshAt = exp.Add(-skew - ts.jitter(time.Duration(float64(skew)*refreshJitter)))
+	}
+	if c.refreshAt.After(c.expireAt) {
+		c.refreshAt = c.expireAt
+	}
+	return c
+}
+
+// recordFailure counts a failed fetch for e and sets when the next may run:
+// full jitter over an exponentially growing window.
+func (ts *TokenSource) recordFailure(e *entry, now time.Time, err error) {
+	e.mu.Lock()
+	e.failures++
+	window := backoffMax
+	if e.failures <= 16 {
+		window = min(backoffMax, backoffBase<<(e.failures-1))
+	}
+	e.retryAt = now.Add(max(backoffMin, ts.jitter(window)))
+	e.lastErr = err
+	failures := e.failures
+	e.mu.Unlock()
+	// The SDK's error names the operation and the STS error code and
+	// message; it never holds a token, which only a success carries.
+	ts.cfg.logger.Warn("stsauth: web identity token fetch failed",
+		slog.String("audience", e.aud.String()),
+		slog.Int("consecutive_failures", failures),
+		slog.Any("error", err))
+}
+
+// Close stops background refreshes and cancels fetches in flight, then waits
+// for their goroutines to end. Token calls after Close fail with [ErrClosed].
+// Close is idempotent and always returns nil.
+func (ts *TokenSource) Close() error {
+	ts.closeMu.Lock()
+	ts.closed.Store(true)
+	ts.closeMu.Unlock()
+	ts.cancel()
+	ts.wg.Wait()
+	ts.metrics.close()
+	return nil
+}
