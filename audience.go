@@ -3,7 +3,6 @@ package stsauth
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -166,20 +165,12 @@ func OriginAudience(scheme, host string) (Audience, error) {
 	if scheme == "" || host == "" {
 		return Audience{}, fmt.Errorf("stsauth: %w: cannot derive an audience from scheme %q and host %q", ErrInvalidAudience, scheme, host)
 	}
-	h := hostWithoutPort(host)
-	if h == "" {
+	h, _, err := SplitHostPort(host)
+	if err != nil || h == "" {
 		return Audience{}, fmt.Errorf("stsauth: %w: cannot derive an audience from host %q", ErrInvalidAudience, host)
 	}
 	if strings.Contains(h, ":") { // IPv6 literal: keep the brackets in the origin.
 		h = "[" + h + "]"
 	}
 	return NewAudience(strings.ToLower(scheme) + "://" + strings.ToLower(h))
-}
-
-// hostWithoutPort returns host without any port and without IPv6 brackets.
-func hostWithoutPort(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		return h
-	}
-	return strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 }

@@ -1,0 +1,48 @@
+package stsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+)
+
+// ErrNoRegion is returned by [NewClient] when the AWS configuration names no
+// region: GetWebIdentityToken is served only by regional STS endpoints.
+var ErrNoRegion = errors.New("stsauth: no AWS region configured (set AWS_REGION or a profile region): GetWebIdentityToken is not served by the global STS endpoint")
+
+// NewClient returns an [http.Client] that puts a web identity token for
+// audiences on every request, the way idtoken.NewClient does for Google
+// identity tokens. With no audiences, each request's audience is its origin
+// ([HostAudience]).
+//
+// It loads the AWS configuration with config.LoadDefaultConfig: environment
+// variables, shared config files, and container or instance roles; the STS
+// endpoint can be overridden with AWS_ENDPOINT_URL_STS. It makes no STS call:
+// the first request fetches the first token. It fails if the audiences are
+// invalid, an option is, or no region is configured.
+func NewClient(ctx context.Context, audiences []string, opts ...Option) (*http.Client, error) {
+	var resolver AudienceResolver = HostAudience{}
+	if len(audiences) > 0 {
+		aud, err := NewAudience(audiences...)
+		if err != nil {
+			return nil, err
+		}
+		resolver = FixedAudience(aud)
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stsauth: load AWS config: %w", err)
+	}
+	if cfg.Region == "" {
+		return nil, ErrNoRegion
+	}
+	src, err := NewTokenSource(sts.NewFromConfig(cfg), opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: &Transport{Source: src, Audience: resolver}}, nil
+}

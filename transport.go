@@ -1,0 +1,195 @@
+package stsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// DefaultHeader is the request header a [Transport] sets when its Header
+// field is empty.
+const DefaultHeader = "Authorization"
+
+// Transport is an [http.RoundTripper] that puts a web identity token on each
+// request as "Authorization: Bearer <jwt>", replacing any value the request
+// had, then sends it with Base.
+//
+// Tokens go only where they belong. Transport refuses, without sending, a
+// request to a host outside AllowedHosts (when set) or to a link-local or
+// instance-metadata address ([IsMetadataHost]). When [http.Client] follows a
+// redirect to a host other than the original request's, the token is not
+// attached unless AllowedHosts holds that host: the rule net/http applies to
+// the headers it copies.
+//
+// A Transport is safe for concurrent use. Its fields must not change once it
+// is in use.
+type Transport struct {
+	// Source mints and caches the tokens. It is required.
+	Source *TokenSource
+	// Audience chooses each request's audience set. If nil,
+	// [HostAudience] derives it from the request's URL.
+	Audience AudienceResolver
+	// Base is the RoundTripper that sends requests. If nil,
+	// [http.DefaultTransport] is used.
+	Base http.RoundTripper
+	// Header is the request header that carries the token, for APIs that
+	// read it from elsewhere than Authorization. Its value is always
+	// "Bearer <jwt>". If empty, [DefaultHeader] is used.
+	Header string
+	// AllowedHosts, if non-nil, are the only hosts requests may be sent
+	// to. If nil, every host but metadata addresses is allowed.
+	AllowedHosts *AllowedHosts
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// RoundTrip attaches a token to a copy of req and sends the copy with Base.
+// It never modifies req. If the host is refused, the audience cannot be
+// resolved or no token can be had, it closes req's body and returns the
+// error without sending anything; a token failure wraps a *[TokenError].
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	attach, err := t.hostAllowed(req)
+	if err != nil {
+		return nil, closeBody(req, err)
+	}
+	name := t.Header
+	if name == "" {
+		name = DefaultHeader
+	} else {
+		name = http.CanonicalHeaderKey(name)
+	}
+	var bearer string
+	if attach {
+		resolver := t.Audience
+		if resolver == nil {
+			resolver = HostAudience{}
+		}
+		aud, err := resolver.ResolveAudience(req)
+		if err != nil {
+			return nil, closeBody(req, err)
+		}
+		if t.Source == nil {
+			return nil, closeBody(req, errors.New("stsauth: Transport has no Source"))
+		}
+		tok, err := t.Source.Token(req.Context(), aud)
+		if err != nil {
+			return nil, closeBody(req, err)
+		}
+		bearer = tok.bearer
+	}
+	out := new(http.Request)
+	*out = *req
+	out.Header = cloneHeaderWith(req.Header, name, bearer)
+	return t.base().RoundTrip(out)
+}
+
+// hostAllowed decides whether req may be sent and whether it may carry a
+// token. A refused request is an error; a redirect to another host that the
+// allowlist does not hold is sent without a token.
+func (t *Transport) hostAllowed(req *http.Request) (attach bool, err error) {
+	if req.URL == nil {
+		return false, errors.New("stsauth: request has no URL")
+	}
+	host, port, err := SplitHostPort(req.URL.Host)
+	if err != nil || host == "" {
+		return false, fmt.Errorf("stsauth: %w: bad host %q", ErrHostNotAllowed, req.URL.Host)
+	}
+	if IsMetadataHost(host) {
+		return false, fmt.Errorf("stsauth: %w: %s is a link-local or instance metadata address", ErrHostNotAllowed, host)
+	}
+	if port == "" {
+		port = defaultPort(req.URL.Scheme)
+	}
+	host = strings.ToLower(host)
+	if t.AllowedHosts != nil {
+		if !t.AllowedHosts.allows(host, port) {
+			return false, fmt.Errorf("stsauth: %w: %s is not in the allowed hosts", ErrHostNotAllowed, req.URL.Host)
+		}
+		return true, nil
+	}
+	if req.Response != nil && !strings.EqualFold(originalRequest(req).URL.Host, req.URL.Host) {
+		return false, nil
+	}
+	return true, nil
+}
+
+// originalRequest follows a redirected request back to the first one.
+func originalRequest(req *http.Request) *http.Request {
+	for req.Response != nil && req.Response.Request != nil {
+		req = req.Response.Request
+	}
+	return req
+}
+
+// Prime fetches the token for a fixed audience now, so a service can gate
+// its readiness on holding one. It fails if Audience is not a
+// [FixedAudience] (as [StaticAudience] returns) or no token can be had.
+func (t *Transport) Prime(ctx context.Context) error {
+	fixed, ok := t.Audience.(FixedAudience)
+	if !ok {
+		return errors.New("stsauth: Prime needs a Transport with a FixedAudience")
+	}
+	if t.Source == nil {
+		return errors.New("stsauth: Transport has no Source")
+	}
+	_, err := t.Source.Token(ctx, Audience(fixed))
+	return err
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+// closeBody closes req's body, as the RoundTripper contract requires even
+// on errors, and returns err.
+func closeBody(req *http.Request, err error) error {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return err
+}
+
+// cloneHeaderWith returns a copy of h in which name (canonical) holds only
+// value, or is absent if value is empty. It makes two allocations, the map
+// and one backing array for every value, like [http.Header.Clone].
+func cloneHeaderWith(h http.Header, name, value string) http.Header {
+	n := 0
+	for k, vv := range h {
+		if !sameKey(k, name) {
+			n += len(vv)
+		}
+	}
+	if value != "" {
+		n++
+	}
+	sv := make([]string, n)
+	out := make(http.Header, len(h)+1)
+	for k, vv := range h {
+		if sameKey(k, name) {
+			continue // replaced, never merged, even if set with another case
+		}
+		if vv == nil {
+			out[k] = nil
+			continue
+		}
+		m := copy(sv, vv)
+		out[k] = sv[:m:m]
+		sv = sv[m:]
+	}
+	if value != "" {
+		sv[0] = value
+		out[name] = sv[:1:1]
+	}
+	return out
+}
+
+// sameKey reports whether header key k is name, ignoring case: a caller may
+// have set the map directly with a non-canonical key.
+func sameKey(k, name string) bool {
+	return len(k) == len(name) && (k == name || strings.EqualFold(k, name))
+}
