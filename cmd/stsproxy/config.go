@@ -1,0 +1,495 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/stsauth/stsauth"
+)
+
+// Defaults of the configuration, named so usage text and validation agree.
+const (
+	defaultListenAddr        = ":8080"
+	defaultUpstreamScheme    = "https"
+	defaultHostHeader        = "X-Upstream-Host"
+	defaultUpstreamTimeout   = 30 * time.Second
+	defaultMetricsListenAddr = ":9090"
+	defaultMetricsPath       = "/metrics"
+	defaultShutdownTimeout   = 15 * time.Second
+
+	// hostHeaderRequestLine is the --host-header value that routes by the
+	// request's own Host line instead of a separate header.
+	hostHeaderRequestLine = "Host"
+)
+
+// flagKind says how a flag's raw value is collected from the command line
+// and the environment.
+type flagKind int
+
+const (
+	kindString    flagKind = iota // last value wins
+	kindBool                      // a boolean switch: --x, --x=false
+	kindList                      // repeatable; the env var is a comma list
+	kindCommaList                 // repeatable and comma list, on the flag and in the env var
+)
+
+// flagSpec describes one flag and its environment variable. The spec list is
+// the single source for parsing, env fallback and usage text, so a flag can
+// never lack its env var.
+type flagSpec struct {
+	name  string
+	kind  flagKind
+	def   string // shown in usage; applied by validation, not by flag
+	usage string
+}
+
+// env returns the environment variable for the flag: upper snake case of its
+// name, so --upstream-host is UPSTREAM_HOST.
+func (s flagSpec) env() string {
+	switch s.name {
+	case "token-tag":
+		return "TOKEN_TAGS" // a comma list in the environment, hence plural
+	}
+	return strings.ToUpper(strings.ReplaceAll(s.name, "-", "_"))
+}
+
+// flagSpecs lists every flag stsproxy accepts, in usage order.
+var flagSpecs = []flagSpec{
+	{name: "listen-addr", def: defaultListenAddr, usage: "address the proxy listens on, host:port"},
+	{name: "upstream-host", usage: "pin every request to this upstream host[:port]; empty routes by --host-header"},
+	{name: "upstream-scheme", def: defaultUpstreamScheme, usage: "scheme used to reach the upstream: http or https"},
+	{name: "host-header", def: defaultHostHeader, usage: `request header naming the upstream host; "Host" routes by the Host line`},
+	{name: "allowed-hosts", kind: kindCommaList, usage: "upstream hosts tokens may be sent to: exact or *.suffix, optional :port (comma list, repeatable)"},
+	{name: "upstream-timeout", def: defaultUpstreamTimeout.String(), usage: "how long to wait for upstream response headers, more than 0"},
+	{name: "token-audience", kind: kindList, usage: "token audience (repeatable; env is a comma list); unset derives <scheme>://<host> per request"},
+	{name: "token-signing-algorithm", def: stsauth.RS256, usage: "token signing algorithm: RS256 or ES384"},
+	{name: "token-duration", def: "1h0m0s", usage: "requested token lifetime, 60s to 1h"},
+	{name: "token-refresh-skew", def: "5m0s", usage: "refresh a token this long before it expires, more than 0 and less than --token-duration"},
+	{name: "token-tag", kind: kindList, usage: "session tag key=value added to every token (repeatable; env TOKEN_TAGS is a comma list)"},
+	{name: "token-cache-size", def: strconv.Itoa(stsauth.DefaultCacheSize), usage: "how many audience sets to cache tokens for, at least 1"},
+	{name: "log-level", def: "info", usage: "log level: debug, info, warn or error"},
+	{name: "log-format", def: "json", usage: "log format: json or text"},
+	{name: "tls-cert", usage: "PEM certificate file; serve TLS (needs --tls-key)"},
+	{name: "tls-key", usage: "PEM private key file (needs --tls-cert)"},
+	{name: "metrics-enabled", kind: kindBool, def: "true", usage: "serve Prometheus metrics on the admin listener"},
+	{name: "metrics-listen-addr", def: defaultMetricsListenAddr, usage: "admin listener for /healthz, /readyz and metrics, host:port"},
+	{name: "metrics-path", def: defaultMetricsPath, usage: "path of the metrics endpoint, starting with /"},
+	{name: "shutdown-timeout", def: defaultShutdownTimeout.String(), usage: "how long in-flight requests may take to finish on shutdown, more than 0"},
+	{name: "local-sts", kind: kindBool, def: "false", usage: "start an in-process STS emulator on loopback (local development only)"},
+	{name: "version", kind: kindBool, def: "false", usage: "print the version and exit"},
+}
+
+// config is the validated configuration of one run.
+type config struct {
+	listenAddr      string
+	upstreamHost    string // pinned host[:port]; empty routes by hostHeader
+	upstreamScheme  string
+	hostHeader      string // canonical header name, or "Host" for the Host line
+	allowedHosts    []string
+	allowed         *stsauth.AllowedHosts // nil when allowedHosts is empty
+	upstreamTimeout time.Duration
+
+	audiences   []string         // as given; empty means per-request host audience
+	audience    stsauth.Audience // the canonical set of audiences, zero if none
+	signingAlg  string
+	duration    time.Duration
+	refreshSkew time.Duration
+	tags        map[string]string
+	cacheSize   int
+
+	logLevel  slog.Level
+	logFormat string
+
+	tlsCertFile, tlsKeyFile string
+	tlsCert                 *tls.Certificate // loaded when both files are given
+
+	metricsEnabled    bool
+	metricsListenAddr string
+	metricsPath       string
+	shutdownTimeout   time.Duration
+	localSTS          bool
+	version           bool
+}
+
+// routeByRequestHost reports whether the upstream comes from the request's
+// Host line.
+func (c *config) routeByRequestHost() bool {
+	return c.upstreamHost == "" && c.hostHeader == hostHeaderRequestLine
+}
+
+// usageError is a configuration error: run prints it with usage and exits 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+// invalid returns the usageError for a bad value, naming the flag and its env
+// var and the valid range: invalid --token-duration/TOKEN_DURATION "2h": want 60s to 1h.
+func invalid(s flagSpec, value, want string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf("invalid --%s/%s %q: %s", s.name, s.env(), value, fmt.Sprintf(want, args...))}
+}
+
+// rawValue collects a flag's values as strings, so every conversion and its
+// error message happen in one place, in validation.
+type rawValue struct {
+	spec flagSpec
+	vals []string
+}
+
+func (v *rawValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return strings.Join(v.vals, ",")
+}
+
+func (v *rawValue) Set(s string) error {
+	switch v.spec.kind {
+	case kindList:
+		v.vals = append(v.vals, s)
+	case kindCommaList:
+		v.vals = append(v.vals, strings.Split(s, ",")...)
+	default:
+		v.vals = []string{s}
+	}
+	return nil
+}
+
+// IsBoolFlag lets "--metrics-enabled" stand for "--metrics-enabled=true".
+func (v *rawValue) IsBoolFlag() bool { return v.spec.kind == kindBool }
+
+// setEnv applies an environment value: list kinds are comma lists.
+func (v *rawValue) setEnv(s string) {
+	if v.spec.kind == kindList || v.spec.kind == kindCommaList {
+		v.vals = strings.Split(s, ",")
+		return
+	}
+	v.vals = []string{s}
+}
+
+// last returns the effective value, or the default if none was given.
+func (v *rawValue) last() string {
+	if len(v.vals) == 0 {
+		return v.spec.def
+	}
+	return v.vals[len(v.vals)-1]
+}
+
+// set reports whether a value was given by flag or env.
+func (v *rawValue) set() bool { return len(v.vals) > 0 }
+
+// parseConfig parses args and the environment (through getenv) into a
+// validated config. A flag beats its env var, which beats the default; which
+// flags were given is decided with [flag.FlagSet.Visit]. It returns
+// [flag.ErrHelp] for -h/--help and a *usageError for anything invalid.
+func parseConfig(args []string, getenv func(string) string) (*config, error) {
+	fs := flag.NewFlagSet("stsproxy", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	raw := make(map[string]*rawValue, len(flagSpecs))
+	for _, s := range flagSpecs {
+		v := &rawValue{spec: s}
+		raw[s.name] = v
+		fs.Var(v, s.name, s.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &usageError{msg: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return nil, &usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	visited := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { visited[f.Name] = true })
+	for _, s := range flagSpecs {
+		if visited[s.name] {
+			continue
+		}
+		if e := getenv(s.env()); e != "" {
+			raw[s.name].setEnv(e)
+		}
+	}
+	return validate(raw)
+}
+
+// validate converts the raw values into a config, checking every rule.
+func validate(raw map[string]*rawValue) (*config, error) {
+	c := &config{}
+	var err error
+	get := func(name string) (flagSpec, string) { return raw[name].spec, raw[name].last() }
+
+	// Booleans first: --version short-circuits the rest.
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{{"version", &c.version}, {"metrics-enabled", &c.metricsEnabled}, {"local-sts", &c.localSTS}} {
+		s, v := get(b.name)
+		if *b.dst, err = strconv.ParseBool(v); err != nil {
+			return nil, invalid(s, v, "want true or false")
+		}
+	}
+	if c.version {
+		return c, nil
+	}
+
+	s, v := get("listen-addr")
+	if err := checkListenAddr(v); err != nil {
+		return nil, invalid(s, v, "want host:port (%v)", err)
+	}
+	c.listenAddr = v
+
+	s, v = get("upstream-scheme")
+	if v != "http" && v != "https" {
+		return nil, invalid(s, v, "want http or https")
+	}
+	c.upstreamScheme = v
+
+	s, v = get("upstream-host")
+	if v != "" {
+		if strings.Contains(v, "://") {
+			return nil, invalid(s, v, "want host[:port] without a scheme; set the scheme with --upstream-scheme/UPSTREAM_SCHEME")
+		}
+		if err := checkHostPort(v); err != nil {
+			return nil, invalid(s, v, "want host[:port]: %v", err)
+		}
+		if forbiddenHost(v) {
+			return nil, invalid(s, v, "want a host other than a link-local or instance metadata address")
+		}
+	}
+	c.upstreamHost = v
+
+	s, v = get("host-header")
+	if !validHeaderName(v) {
+		return nil, invalid(s, v, "want an HTTP header name, or Host to route by the Host line")
+	}
+	if strings.EqualFold(v, hostHeaderRequestLine) {
+		c.hostHeader = hostHeaderRequestLine
+	} else {
+		c.hostHeader = textproto.CanonicalMIMEHeaderKey(v)
+		if c.hostHeader == "Authorization" {
+			return nil, invalid(s, v, "want a header other than Authorization, which carries the token")
+		}
+	}
+
+	if rv := raw["allowed-hosts"]; rv.set() {
+		for _, p := range rv.vals {
+			if p == "" || strings.TrimSpace(p) != p {
+				return nil, invalid(rv.spec, rv.String(), "want a comma list of hosts without empty values or white space")
+			}
+		}
+		if c.allowed, err = stsauth.ParseAllowedHosts(rv.vals...); err != nil {
+			return nil, invalid(rv.spec, rv.String(), "want host or *.suffix with optional :port (%v)", err)
+		}
+		c.allowedHosts = rv.vals
+		if c.upstreamHost != "" && !c.allowed.Allows(withDefaultPort(c.upstreamHost, c.upstreamScheme)) {
+			s, v = get("upstream-host")
+			return nil, invalid(s, v, "want a host that --allowed-hosts/ALLOWED_HOSTS allows")
+		}
+	}
+
+	s, v = get("upstream-timeout")
+	if c.upstreamTimeout, err = parsePositiveDuration(v); err != nil {
+		return nil, invalid(s, v, "want a duration more than 0, such as 30s")
+	}
+
+	if rv := raw["token-audience"]; rv.set() {
+		for _, a := range rv.vals {
+			if a == "" {
+				return nil, invalid(rv.spec, rv.String(), "want non-empty audience values")
+			}
+			if strings.IndexFunc(a, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+				return nil, invalid(rv.spec, a, "want an audience without white space or control characters")
+			}
+		}
+		if c.audience, err = stsauth.NewAudience(rv.vals...); err != nil {
+			return nil, invalid(rv.spec, rv.String(), "want 1 to %d values of at most %d characters", stsauth.MaxAudiences, stsauth.MaxAudienceLength)
+		}
+		c.audiences = rv.vals
+	}
+
+	s, v = get("token-signing-algorithm")
+	if v != stsauth.RS256 && v != stsauth.ES384 {
+		return nil, invalid(s, v, "want %s or %s", stsauth.RS256, stsauth.ES384)
+	}
+	c.signingAlg = v
+
+	s, v = get("token-duration")
+	c.duration, err = time.ParseDuration(v)
+	if err != nil || c.duration < stsauth.MinDuration || c.duration > stsauth.MaxDuration {
+		return nil, invalid(s, v, "want 60s to 1h")
+	}
+	if c.duration%time.Second != 0 {
+		return nil, invalid(s, v, "want whole seconds, 60s to 1h")
+	}
+
+	skew := raw["token-refresh-skew"]
+	s, v = skew.spec, skew.last()
+	c.refreshSkew, err = time.ParseDuration(v)
+	if err != nil || c.refreshSkew <= 0 {
+		return nil, invalid(s, v, "want more than 0 and less than --token-duration (%v)", c.duration)
+	}
+	if c.refreshSkew >= c.duration {
+		if skew.set() {
+			return nil, invalid(s, v, "want more than 0 and less than --token-duration (%v)", c.duration)
+		}
+		// The default skew does not fit a short duration: refresh halfway,
+		// as the library does, rather than reject a flag the user never set.
+		c.refreshSkew = c.duration / 2
+	}
+
+	if rv := raw["token-tag"]; rv.set() {
+		c.tags = make(map[string]string, len(rv.vals))
+		for _, kv := range rv.vals {
+			k, val, ok := strings.Cut(kv, "=")
+			switch {
+			case !ok || k == "":
+				return nil, invalid(rv.spec, kv, "want key=value")
+			case utf8.RuneCountInString(k) > stsauth.MaxTagKeyLength:
+				return nil, invalid(rv.spec, kv, "want a key of 1 to %d characters", stsauth.MaxTagKeyLength)
+			case utf8.RuneCountInString(val) > stsauth.MaxTagValueLength:
+				return nil, invalid(rv.spec, kv, "want a value of at most %d characters", stsauth.MaxTagValueLength)
+			}
+			if _, dup := c.tags[k]; dup {
+				return nil, invalid(rv.spec, kv, "want each key once")
+			}
+			c.tags[k] = val
+		}
+		if len(c.tags) > stsauth.MaxTags {
+			return nil, invalid(rv.spec, rv.String(), "want at most %d tags", stsauth.MaxTags)
+		}
+	}
+
+	s, v = get("token-cache-size")
+	if c.cacheSize, err = strconv.Atoi(v); err != nil || c.cacheSize < 1 {
+		return nil, invalid(s, v, "want an integer of at least 1")
+	}
+
+	s, v = get("log-level")
+	switch v {
+	case "debug":
+		c.logLevel = slog.LevelDebug
+	case "info":
+		c.logLevel = slog.LevelInfo
+	case "warn":
+		c.logLevel = slog.LevelWarn
+	case "error":
+		c.logLevel = slog.LevelError
+	default:
+		return nil, invalid(s, v, "want debug, info, warn or error")
+	}
+
+	s, v = get("log-format")
+	if v != "json" && v != "text" {
+		return nil, invalid(s, v, "want json or text")
+	}
+	c.logFormat = v
+
+	certSpec, cert := get("tls-cert")
+	keySpec, key := get("tls-key")
+	switch {
+	case cert != "" && key == "":
+		return nil, invalid(keySpec, key, "want a key file, since --tls-cert/TLS_CERT is set")
+	case cert == "" && key != "":
+		return nil, invalid(certSpec, cert, "want a certificate file, since --tls-key/TLS_KEY is set")
+	case cert != "":
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, invalid(certSpec, cert, "want a readable PEM certificate matching --tls-key/TLS_KEY (%v)", err)
+		}
+		c.tlsCert = &pair
+	}
+	c.tlsCertFile, c.tlsKeyFile = cert, key
+
+	s, v = get("metrics-listen-addr")
+	if err := checkListenAddr(v); err != nil {
+		return nil, invalid(s, v, "want host:port (%v)", err)
+	}
+	if v == c.listenAddr && !strings.HasSuffix(v, ":0") {
+		return nil, invalid(s, v, "want an address different from --listen-addr/LISTEN_ADDR")
+	}
+	c.metricsListenAddr = v
+
+	s, v = get("metrics-path")
+	if !strings.HasPrefix(v, "/") || v == "/healthz" || v == "/readyz" || strings.ContainsAny(v, " \t\r\n?#") {
+		return nil, invalid(s, v, "want a path starting with / other than /healthz and /readyz")
+	}
+	c.metricsPath = v
+
+	s, v = get("shutdown-timeout")
+	if c.shutdownTimeout, err = parsePositiveDuration(v); err != nil {
+		return nil, invalid(s, v, "want a duration more than 0, such as 15s")
+	}
+	return c, nil
+}
+
+// parsePositiveDuration parses a Go duration that must be more than 0.
+func parsePositiveDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return 0, errors.New("not positive")
+	}
+	return d, nil
+}
+
+// checkListenAddr checks a host:port to listen on; the host may be empty
+// (all interfaces) and the port 0 (any free port).
+func checkListenAddr(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return errors.New("missing port")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("port out of range 0 to 65535")
+	}
+	return nil
+}
+
+// validHeaderName reports whether v is a valid HTTP header field name (an
+// RFC 9110 token).
+func validHeaderName(v string) bool {
+	if v == "" {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// writeUsage prints every flag with its env var and default.
+func writeUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: stsproxy [flags]\n       stsproxy token --token-audience AUD [flags]\n\n")
+	fmt.Fprintf(w, "Every flag can also be set by its environment variable; a flag beats its variable.\n\nFlags:\n")
+	for _, s := range flagSpecs {
+		arg := " value"
+		if s.kind == kindBool {
+			arg = ""
+		}
+		fmt.Fprintf(w, "  --%s%s (env %s)\n    \t%s", s.name, arg, s.env(), s.usage)
+		if s.def != "" {
+			fmt.Fprintf(w, " (default %s)", s.def)
+		}
+		fmt.Fprintln(w)
+	}
+}

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// envOf returns a getenv over a fixed map.
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := parseConfig(nil, envOf(nil))
+	require.NoError(t, err)
+	assert.Equal(t, ":8080", c.listenAddr)
+	assert.Equal(t, "", c.upstreamHost)
+	assert.Equal(t, "https", c.upstreamScheme)
+	assert.Equal(t, "X-Upstream-Host", c.hostHeader)
+	assert.Equal(t, 30*time.Second, c.upstreamTimeout)
+	assert.True(t, c.audience.IsZero())
+	assert.Equal(t, "RS256", c.signingAlg)
+	assert.Equal(t, time.Hour, c.duration)
+	assert.Equal(t, 5*time.Minute, c.refreshSkew)
+	assert.Equal(t, slog.LevelInfo, c.logLevel)
+	assert.Equal(t, "json", c.logFormat)
+	assert.Nil(t, c.tlsCert)
+	assert.True(t, c.metricsEnabled)
+	assert.Equal(t, ":9090", c.metricsListenAddr)
+	assert.Equal(t, "/metrics", c.metricsPath)
+	assert.Nil(t, c.allowed)
+	assert.Empty(t, c.tags)
+	assert.Equal(t, 1024, c.cacheSize)
+	assert.Equal(t, 15*time.Second, c.shutdownTimeout)
+	assert.False(t, c.localSTS)
+	assert.False(t, c.version)
+}
+
+func TestParseConfigValid(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(t *testing.T, c *config)
+	}{
+		{"env sets value", nil, map[string]string{"UPSTREAM_HOST": "api.example.com:8443"},
+			func(t *testing.T, c *config) { assert.Equal(t, "api.example.com:8443", c.upstreamHost) }},
+		{"flag beats env", []string{"--upstream-host", "a.example"}, map[string]string{"UPSTREAM_HOST": "b.example"},
+			func(t *testing.T, c *config) { assert.Equal(t, "a.example", c.upstreamHost) }},
+		{"flag equal to default still beats env", []string{"--listen-addr=:8080"}, map[string]string{"LISTEN_ADDR": ":1234"},
+			func(t *testing.T, c *config) { assert.Equal(t, ":8080", c.listenAddr) }},
+		{"single dash flag", []string{"-upstream-scheme", "http"}, nil,
+			func(t *testing.T, c *config) { assert.Equal(t, "http", c.upstreamScheme) }},
+		{"audiences repeatable", []string{"--token-audience", "b", "--token-audience", "a"}, nil,
+			func(t *testing.T, c *config) { assert.Equal(t, []string{"a", "b"}, c.audience.Values()) }},
+		{"audience env comma list", nil, map[string]string{"TOKEN_AUDIENCE": "x,y"},
+			func(t *testing.T, c *config) { assert.Equal(t, []string{"x", "y"}, c.audience.Values()) }},
+		{"audience flag replaces env entirely", []string{"--token-audience", "f"}, map[string]string{"TOKEN_AUDIENCE": "x,y"},
+			func(t *testing.T, c *config) { assert.Equal(t, []string{"f"}, c.audience.Values()) }},
+		{"ES384", []string{"--token-signing-algorithm", "ES384"}, nil,
+			func(t *testing.T, c *config) { assert.Equal(t, "ES384", c.signingAlg) }},
+		{"duration bounds", []string{"--token-duration", "60s", "--token-refresh-skew", "59s"}, nil,
+			func(t *testing.T, c *config) {
+				assert.Equal(t, time.Minute, c.duration)
+				assert.Equal(t, 59*time.Second, c.refreshSkew)
+			}},
+		{"default skew halves a short duration", []string{"--token-duration", "4m"}, nil,
+			func(t *testing.T, c *config) { assert.Equal(t, 2*time.Minute, c.refreshSkew) }},
+		{"host header Host", []string{"--host-header", "host"}, nil,
+			func(t *testing.T, c *config) {
+				assert.Equal(t, "Host", c.hostHeader)
+				assert.True(t, c.routeByRequestHost())
+			}},
+		{"host header canonicalised", []string{"--host-header", "x-target"}, nil,
+			func(t *testing.T, c *config) { assert.Equal(t, "X-Target", c.hostHeader) }},
+		{"allowed hosts comma and repeat", []string{"--allowed-hosts", "a.example,*.b.example:443", "--allowed-hosts", "c.example"}, nil,
+			func(t *testing.T, c *config) {
+				assert.Equal(t, []string{"a.example", "*.b.example:443", "c.example"}, c.allowedHosts)
+				assert.True(t, c.allowed.Allows("c.example"))
+			}},
+		{"allowed hosts env", nil, map[string]string{"ALLOWED_HOSTS": "a.example,b.example"},
+			func(t *testing.T, c *config) { assert.Equal(t, []string{"a.example", "b.example"}, c.allowedHosts) }},
+		{"pinned host allowed", []string{"--upstream-host", "a.example", "--allowed-hosts", "a.example"}, nil,
+			func(t *testing.T, c *config) { assert.Equal(t, "a.example", c.upstreamHost) }},
+		{"tags flag", []string{"--token-tag", "team=core", "--token-tag", "env=a=b"}, nil,
+			func(t *testing.T, c *config) {
+				assert.Equal(t, map[string]string{"team": "core", "env": "a=b"}, c.tags)
+			}},
+		{"tags env", nil, map[string]string{"TOKEN_TAGS": "team=core,env="},
+			func(t *testing.T, c *config) { assert.Equal(t, map[string]string{"team": "core", "env": ""}, c.tags) }},
+		{"metrics disabled by env", nil, map[string]string{"METRICS_ENABLED": "false"},
+			func(t *testing.T, c *config) { assert.False(t, c.metricsEnabled) }},
+		{"bool flag bare", []string{"--local-sts"}, nil,
+			func(t *testing.T, c *config) { assert.True(t, c.localSTS) }},
+		{"bool flag beats env", []string{"--metrics-enabled=true"}, map[string]string{"METRICS_ENABLED": "false"},
+			func(t *testing.T, c *config) { assert.True(t, c.metricsEnabled) }},
+		{"both port 0 on loopback", []string{"--listen-addr", "127.0.0.1:0", "--metrics-listen-addr", "127.0.0.1:0"}, nil,
+			func(t *testing.T, c *config) { assert.Equal(t, "127.0.0.1:0", c.metricsListenAddr) }},
+		{"log level and format", []string{"--log-level", "debug", "--log-format", "text"}, nil,
+			func(t *testing.T, c *config) {
+				assert.Equal(t, slog.LevelDebug, c.logLevel)
+				assert.Equal(t, "text", c.logFormat)
+			}},
+		{"cache size and timeouts", []string{"--token-cache-size", "1", "--shutdown-timeout", "1ms", "--upstream-timeout", "2s"}, nil,
+			func(t *testing.T, c *config) {
+				assert.Equal(t, 1, c.cacheSize)
+				assert.Equal(t, time.Millisecond, c.shutdownTimeout)
+				assert.Equal(t, 2*time.Second, c.upstreamTimeout)
+			}},
+		{"ipv6 pinned host", []string{"--upstream-host", "[2001:db8::1]:443"}, nil,
+			func(t *testing.T, c *config) { assert.Equal(t, "[2001:db8::1]:443", c.upstreamHost) }},
+		{"version", []string{"--version", "--token-duration", "2h"}, nil,
+			func(t *testing.T, c *config) { assert.True(t, c.version) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := parseConfig(tc.args, envOf(tc.env))
+			require.NoError(t, err)
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestParseConfigInvalid(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // substring of the error
+	}{
+		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined: -nope"},
+		{"positional", []string{"serve"}, nil, `unexpected argument "serve"`},
+		{"listen addr", []string{"--listen-addr", "8080"}, nil, `invalid --listen-addr/LISTEN_ADDR "8080": want host:port`},
+		{"listen port", []string{"--listen-addr", ":99999"}, nil, `invalid --listen-addr/LISTEN_ADDR ":99999": want host:port`},
+		{"upstream scheme", []string{"--upstream-host", "https://x"}, nil,
+			`invalid --upstream-host/UPSTREAM_HOST "https://x": want host[:port] without a scheme; set the scheme with --upstream-scheme/UPSTREAM_SCHEME`},
+		{"upstream path", nil, map[string]string{"UPSTREAM_HOST": "x.example/p"}, `invalid --upstream-host/UPSTREAM_HOST "x.example/p": want host[:port]: must not include a path`},
+		{"upstream port", []string{"--upstream-host", "x:0"}, nil, `invalid --upstream-host/UPSTREAM_HOST "x:0": want host[:port]: port must be 1 to 65535`},
+		{"upstream imds", []string{"--upstream-host", "169.254.169.254"}, nil, `invalid --upstream-host/UPSTREAM_HOST "169.254.169.254": want a host other than a link-local`},
+		{"upstream not allowed", []string{"--upstream-host", "x.example", "--allowed-hosts", "y.example"}, nil,
+			`invalid --upstream-host/UPSTREAM_HOST "x.example": want a host that --allowed-hosts/ALLOWED_HOSTS allows`},
+		{"scheme", []string{"--upstream-scheme", "ftp"}, nil, `invalid --upstream-scheme/UPSTREAM_SCHEME "ftp": want http or https`},
+		{"host header", []string{"--host-header", "X Bad"}, nil, `invalid --host-header/HOST_HEADER "X Bad": want an HTTP header name`},
+		{"host header authorization", []string{"--host-header", "authorization"}, nil, `invalid --host-header/HOST_HEADER "authorization": want a header other than Authorization`},
+		{"allowed hosts empty item", nil, map[string]string{"ALLOWED_HOSTS": "a,,b"}, `invalid --allowed-hosts/ALLOWED_HOSTS "a,,b": want a comma list`},
+		{"allowed hosts space", []string{"--allowed-hosts", "a, b"}, nil, `invalid --allowed-hosts/ALLOWED_HOSTS "a, b": want a comma list`},
+		{"upstream timeout zero", []string{"--upstream-timeout", "0s"}, nil, `invalid --upstream-timeout/UPSTREAM_TIMEOUT "0s": want a duration more than 0`},
+		{"upstream timeout junk", nil, map[string]string{"UPSTREAM_TIMEOUT": "soon"}, `invalid --upstream-timeout/UPSTREAM_TIMEOUT "soon": want a duration more than 0`},
+		{"audience empty", []string{"--token-audience", ""}, nil, `invalid --token-audience/TOKEN_AUDIENCE "": want non-empty audience values`},
+		{"audience env empty item", nil, map[string]string{"TOKEN_AUDIENCE": "a,,b"}, `invalid --token-audience/TOKEN_AUDIENCE "a,,b": want non-empty audience values`},
+		{"audience whitespace", nil, map[string]string{"TOKEN_AUDIENCE": "a, b"}, `invalid --token-audience/TOKEN_AUDIENCE " b": want an audience without white space`},
+		{"audience too many", nil, map[string]string{"TOKEN_AUDIENCE": "1,2,3,4,5,6,7,8,9,10,11"}, `want 1 to 10 values`},
+		{"algorithm", []string{"--token-signing-algorithm", "HS256"}, nil, `invalid --token-signing-algorithm/TOKEN_SIGNING_ALGORITHM "HS256": want RS256 or ES384`},
+		{"duration long", []string{"--token-duration", "2h"}, nil, `invalid --token-duration/TOKEN_DURATION "2h": want 60s to 1h`},
+		{"duration short", nil, map[string]string{"TOKEN_DURATION": "59s"}, `invalid --token-duration/TOKEN_DURATION "59s": want 60s to 1h`},
+		{"duration fraction", []string{"--token-duration", "90.5s"}, nil, `invalid --token-duration/TOKEN_DURATION "90.5s": want whole seconds`},
+		{"skew zero", []string{"--token-refresh-skew", "0s"}, nil, `invalid --token-refresh-skew/TOKEN_REFRESH_SKEW "0s": want more than 0 and less than --token-duration (1h0m0s)`},
+		{"skew not below duration", []string{"--token-duration", "5m", "--token-refresh-skew", "5m"}, nil, `invalid --token-refresh-skew/TOKEN_REFRESH_SKEW "5m": want more than 0 and less than --token-duration (5m0s)`},
+		{"tag no equals", []string{"--token-tag", "team"}, nil, `invalid --token-tag/TOKEN_TAGS "team": want key=value`},
+		{"tag empty key", nil, map[string]string{"TOKEN_TAGS": "=v"}, `invalid --token-tag/TOKEN_TAGS "=v": want key=value`},
+		{"tag duplicate", []string{"--token-tag", "a=1", "--token-tag", "a=2"}, nil, `invalid --token-tag/TOKEN_TAGS "a=2": want each key once`},
+		{"tag long value", []string{"--token-tag", "a=" + strings.Repeat("v", 257)}, nil, `want a value of at most 256 characters`},
+		{"cache size", []string{"--token-cache-size", "0"}, nil, `invalid --token-cache-size/TOKEN_CACHE_SIZE "0": want an integer of at least 1`},
+		{"cache size junk", nil, map[string]string{"TOKEN_CACHE_SIZE": "many"}, `invalid --token-cache-size/TOKEN_CACHE_SIZE "many": want an integer of at least 1`},
+		{"log level", []string{"--log-level", "trace"}, nil, `invalid --log-level/LOG_LEVEL "trace": want debug, info, warn or error`},
+		{"log format", nil, map[string]string{"LOG_FORMAT": "xml"}, `invalid --log-format/LOG_FORMAT "xml": want json or text`},
+		{"tls cert only", []string{"--tls-cert", "c.pem"}, nil, `invalid --tls-key/TLS_KEY "": want a key file, since --tls-cert/TLS_CERT is set`},
+		{"tls key only", nil, map[string]string{"TLS_KEY": "k.pem"}, `invalid --tls-cert/TLS_CERT "": want a certificate file, since --tls-key/TLS_KEY is set`},
+		{"tls missing files", []string{"--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"}, nil, `invalid --tls-cert/TLS_CERT "/nonexistent/c.pem": want a readable PEM certificate`},
+		{"metrics enabled", []string{"--metrics-enabled=maybe"}, nil, `invalid --metrics-enabled/METRICS_ENABLED "maybe": want true or false`},
+		{"metrics enabled env", nil, map[string]string{"METRICS_ENABLED": "maybe"}, `invalid --metrics-enabled/METRICS_ENABLED "maybe": want true or false`},
+		{"metrics addr same", []string{"--metrics-listen-addr", ":8080"}, nil, `invalid --metrics-listen-addr/METRICS_LISTEN_ADDR ":8080": want an address different from --listen-addr/LISTEN_ADDR`},
+		{"metrics addr bad", nil, map[string]string{"METRICS_LISTEN_ADDR": "nope"}, `invalid --metrics-listen-addr/METRICS_LISTEN_ADDR "nope": want host:port`},
+		{"metrics path", []string{"--metrics-path", "metrics"}, nil, `invalid --metrics-path/METRICS_PATH "metrics": want a path starting with /`},
+		{"metrics path clash", []string{"--metrics-path", "/readyz"}, nil, `invalid --metrics-path/METRICS_PATH "/readyz": want a path starting with / other than /healthz and /readyz`},
+		{"shutdown timeout", []string{"--shutdown-timeout", "-1s"}, nil, `invalid --shutdown-timeout/SHUTDOWN_TIMEOUT "-1s": want a duration more than 0`},
+		{"local sts env", nil, map[string]string{"LOCAL_STS": "yes"}, `invalid --local-sts/LOCAL_STS "yes": want true or false`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := parseConfig(tc.args, envOf(tc.env))
+			require.Error(t, err, "config = %+v", c)
+			assert.Contains(t, err.Error(), tc.want)
+			var ue *usageError
+			assert.ErrorAs(t, err, &ue)
+		})
+	}
+}
+
+func TestParseConfigTLS(t *testing.T) {
+	t.Parallel()
+	cert, key := writeSelfSigned(t, t.TempDir())
+	c, err := parseConfig([]string{"--tls-cert", cert}, envOf(map[string]string{"TLS_KEY": key}))
+	require.NoError(t, err)
+	require.NotNil(t, c.tlsCert)
+}
+
+// TestRunExitCodes checks run's exit codes and output for the paths that
+// need no network: usage errors, help and version.
+func TestRunExitCodes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		code       int
+		wantStdout string
+		wantStderr []string
+	}{
+		{"bad duration", []string{"--token-duration", "2h"}, nil, 2, "",
+			[]string{`stsproxy: invalid --token-duration/TOKEN_DURATION "2h": want 60s to 1h`, "Usage: stsproxy", "--token-duration value (env TOKEN_DURATION)"}},
+		{"bad env", nil, map[string]string{"UPSTREAM_SCHEME": "gopher"}, 2, "",
+			[]string{`invalid --upstream-scheme/UPSTREAM_SCHEME "gopher": want http or https`, "Usage:"}},
+		{"unknown flag", []string{"--bogus"}, nil, 2, "", []string{"flag provided but not defined: -bogus", "Usage:"}},
+		{"help", []string{"--help"}, nil, 0, "Usage: stsproxy", nil},
+		{"version", []string{"--version"}, nil, 0, "stsproxy ", nil},
+		{"token without audience", []string{"token"}, nil, 2, "", []string{"missing --token-audience/TOKEN_AUDIENCE", "Usage:"}},
+		{"token bad flag", []string{"token", "--token-duration", "1s"}, nil, 2, "", []string{`invalid --token-duration/TOKEN_DURATION "1s"`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tc.args, envOf(tc.env), &stdout, &stderr)
+			assert.Equal(t, tc.code, code, "stderr: %s", stderr.String())
+			if tc.wantStdout != "" {
+				assert.Contains(t, stdout.String(), tc.wantStdout)
+			} else {
+				assert.Empty(t, stdout.String())
+			}
+			for _, w := range tc.wantStderr {
+				assert.Contains(t, stderr.String(), w)
+			}
+		})
+	}
+}
+
+func TestFlagSpecsHaveEnv(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for _, s := range flagSpecs {
+		env := s.env()
+		assert.Regexp(t, `^[A-Z][A-Z_]*$`, env, s.name)
+		assert.False(t, seen[env], "duplicate env %s", env)
+		seen[env] = true
+	}
+	assert.Equal(t, "UPSTREAM_HOST", flagSpec{name: "upstream-host"}.env())
+	assert.Equal(t, "TOKEN_TAGS", flagSpec{name: "token-tag"}.env())
+}
+
+// writeSelfSigned writes a self-signed certificate for 127.0.0.1 and its
+// key to dir, returning the two paths.
+func writeSelfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "stsproxy test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(priv)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+	return certFile, keyFile
+}

@@ -1,0 +1,23 @@
+// Command stsproxy is an outbound HTTP proxy that attaches an AWS STS web
+// identity token (Authorization: Bearer <jwt>) to every request it forwards.
+// It is a drop-in replacement for aws-outbound-jwt-proxy: the same flags,
+// environment variables and metric names, plus an upstream allowlist, session
+// tags and graceful shutdown.
+//
+// Run "stsproxy --help" for the flags. "stsproxy token --token-audience A"
+// prints one token and exits.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,395 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/stsauth/stsauth"
+)
+
+// maxHostLength is the longest upstream host[:port] accepted from a request.
+const maxHostLength = 255
+
+// Response bodies of the errors the proxy itself answers. They are fixed
+// strings so no upstream or token detail ever reaches the client.
+const (
+	bodyTokenUnavailable = "token unavailable\n"
+	bodyBadGateway       = "bad gateway\n"
+	bodyGatewayTimeout   = "gateway timeout\n"
+)
+
+// requestState carries per-request facts from ServeHTTP to the Rewrite,
+// ModifyResponse and ErrorHandler hooks of the ReverseProxy, which see only
+// the request.
+type requestState struct {
+	target      string // upstream host[:port]
+	status      int    // status of the upstream response, set by ModifyResponse
+	tokenFailed bool   // the token could not be had; set by ErrorHandler
+}
+
+// stateKey is the context key of the *requestState.
+type stateKey struct{}
+
+func stateFrom(ctx context.Context) *requestState {
+	st, _ := ctx.Value(stateKey{}).(*requestState)
+	if st == nil {
+		return &requestState{}
+	}
+	return st
+}
+
+// proxy is the outbound proxy handler: it picks the upstream for each
+// request, checks it, and forwards through a ReverseProxy whose transport
+// attaches the token. It is safe for concurrent use.
+type proxy struct {
+	cfg     *config
+	log     *slog.Logger
+	rp      *httputil.ReverseProxy
+	metrics *proxyMetrics
+}
+
+// newBaseTransport returns the transport that carries requests to upstreams:
+// a clone of [http.DefaultTransport] (never modified itself) with the
+// response-header timeout, and a dialer that refuses link-local and instance
+// metadata addresses, so a host name that resolves to 169.254.169.254 cannot
+// reach IMDS either.
+func newBaseTransport(cfg *config) *http.Transport {
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.ResponseHeaderTimeout = cfg.upstreamTimeout
+	d := &net.Dialer{
+		Timeout:   30 * time.Second,
+		KeepAlive: 30 * time.Second,
+		Control: func(_, address string, _ syscall.RawConn) error {
+			if ap, err := netip.ParseAddrPort(address); err == nil && forbiddenAddr(ap.Addr()) {
+				return fmt.Errorf("stsproxy: refusing to connect to link-local address %s", ap.Addr())
+			}
+			return nil
+		},
+	}
+	base.DialContext = d.DialContext
+	return base
+}
+
+// newProxy returns the proxy handler, sending through rt (which attaches the
+// token).
+func newProxy(cfg *config, rt http.RoundTripper, log *slog.Logger, m *proxyMetrics) *proxy {
+	p := &proxy{cfg: cfg, log: log, metrics: m}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      rt,
+		FlushInterval:  -1,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.errorHandler,
+	}
+	return p
+}
+
+// rewrite points the outbound request at the chosen upstream. ReverseProxy
+// has already removed hop-by-hop and X-Forwarded-* headers from pr.Out.
+func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
+	st := stateFrom(pr.In.Context())
+	// Keep appending to the client's X-Forwarded-For, as the proxy we
+	// replace did; SetXForwarded appends the client address to it.
+	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	pr.SetURL(&url.URL{Scheme: p.cfg.upstreamScheme, Host: st.target})
+	pr.SetXForwarded()
+	if p.cfg.hostHeader != hostHeaderRequestLine {
+		pr.Out.Header.Del(p.cfg.hostHeader)
+	}
+	if _, ok := pr.Out.Header["Authorization"]; ok {
+		// The transport replaces it; log that it happened, never its value.
+		p.log.Debug("replacing inbound Authorization header", "target", st.target)
+		pr.Out.Header.Del("Authorization")
+	}
+}
+
+func (p *proxy) modifyResponse(res *http.Response) error {
+	stateFrom(res.Request.Context()).status = res.StatusCode
+	return nil
+}
+
+// errorHandler maps a failed round trip to the proxy's own response: 502
+// "token unavailable" when no token could be had (the request was not sent),
+// 403 when the library refused the host, 504 when the upstream sent no
+// headers in time, and 502 otherwise.
+func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st := stateFrom(r.Context())
+	var tokErr *stsauth.TokenError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tokErr):
+		st.tokenFailed = true
+		p.log.Error("token unavailable", "target", st.target, "error", err.Error())
+		http.Error(w, strings.TrimSuffix(bodyTokenUnavailable, "\n"), http.StatusBadGateway)
+	case errors.Is(err, stsauth.ErrHostNotAllowed):
+		p.log.Warn("upstream host not allowed", "target", st.target, "error", err.Error())
+		http.Error(w, fmt.Sprintf("upstream host %q is not allowed", st.target), http.StatusForbidden)
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads this response.
+		p.log.Debug("client cancelled request", "target", st.target)
+		w.WriteHeader(http.StatusBadGateway)
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
+		p.log.Warn("upstream timeout", "target", st.target, "error", err.Error())
+		http.Error(w, strings.TrimSuffix(bodyGatewayTimeout, "\n"), http.StatusGatewayTimeout)
+	default:
+		p.log.Warn("upstream request failed", "target", st.target, "error", err.Error())
+		http.Error(w, strings.TrimSuffix(bodyBadGateway, "\n"), http.StatusBadGateway)
+	}
+}
+
+// ServeHTTP routes, checks and forwards one request, and writes its access
+// log record.
+func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	done := p.metrics.serverStart(r.Context())
+	rw := &statusWriter{ResponseWriter: w}
+	st := &requestState{}
+	defer func() {
+		status := rw.status
+		if status == 0 {
+			status = st.status // a 101 is written on the hijacked connection
+		}
+		if status == 0 {
+			status = http.StatusOK
+		}
+		elapsed := time.Since(start)
+		done(r.Method, status, elapsed)
+		p.log.Info("request",
+			"method", r.Method,
+			"path", r.URL.Path,
+			"target", st.target,
+			"status", status,
+			"duration_ms", float64(elapsed.Microseconds())/1000)
+	}()
+
+	target, status, msg := p.route(r)
+	st.target = target
+	if status != 0 {
+		http.Error(rw, msg, status)
+		return
+	}
+	p.rp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+// route returns the upstream host[:port] for r, or a client error status
+// and message.
+func (p *proxy) route(r *http.Request) (target string, status int, msg string) {
+	if p.cfg.upstreamHost != "" {
+		return p.cfg.upstreamHost, 0, ""
+	}
+	name := p.cfg.hostHeader
+	var host string
+	if p.cfg.routeByRequestHost() {
+		host = r.Host
+		if host == "" {
+			return "", http.StatusBadRequest, "missing Host header"
+		}
+	} else {
+		vals := r.Header.Values(name)
+		switch len(vals) {
+		case 0:
+			return "", http.StatusBadRequest, "missing " + name + " header"
+		case 1:
+			host = vals[0]
+		default:
+			return "", http.StatusBadRequest, "more than one " + name + " header"
+		}
+		if host == "" {
+			return "", http.StatusBadRequest, "missing " + name + " header"
+		}
+	}
+	if err := checkHostPort(host); err != nil {
+		return "", http.StatusBadRequest, "invalid " + name + " header: " + err.Error()
+	}
+	host = strings.ToLower(host)
+	if forbiddenHost(host) {
+		return host, http.StatusForbidden, fmt.Sprintf("upstream host %q is a link-local or instance metadata address", host)
+	}
+	if p.cfg.allowed != nil && !p.cfg.allowed.Allows(withDefaultPort(host, p.cfg.upstreamScheme)) {
+		return host, http.StatusForbidden, fmt.Sprintf("upstream host %q is not allowed", host)
+	}
+	return host, 0, ""
+}
+
+// checkHostPort checks that v is a bare host[:port]: a DNS name, IPv4
+// address or bracketed IPv6 address, with an optional port 1 to 65535, and
+// nothing else (no scheme, path, userinfo, white space or control
+// characters). The error says what is wrong, without echoing v.
+func checkHostPort(v string) error {
+	switch {
+	case v == "":
+		return errors.New("empty host")
+	case len(v) > maxHostLength:
+		return fmt.Errorf("longer than %d characters", maxHostLength)
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return errors.New("contains a control character")
+		case c == ' ':
+			return errors.New("contains white space")
+		case c >= 0x80:
+			return errors.New("contains a non-ASCII character; use the punycode form")
+		}
+	}
+	switch {
+	case strings.Contains(v, "://"):
+		return errors.New("must not include a scheme")
+	case strings.Contains(v, "@"):
+		return errors.New("must not include userinfo")
+	case strings.ContainsAny(v, "/\\"):
+		return errors.New("must not include a path")
+	case strings.ContainsAny(v, "?#"):
+		return errors.New("must not include a query or fragment")
+	}
+	host, port := v, ""
+	if strings.HasPrefix(v, "[") {
+		end := strings.IndexByte(v, ']')
+		if end < 0 {
+			return errors.New("unbalanced IPv6 brackets")
+		}
+		host, port = v[1:end], v[end+1:]
+		if port != "" {
+			if !strings.HasPrefix(port, ":") {
+				return errors.New("unexpected text after IPv6 address")
+			}
+			port = port[1:]
+			if port == "" {
+				return errors.New("empty port")
+			}
+		}
+		a, err := netip.ParseAddr(host)
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return errors.New("invalid IPv6 address in brackets")
+		}
+	} else {
+		if strings.ContainsAny(v, "[]") {
+			return errors.New("unbalanced IPv6 brackets")
+		}
+		switch strings.Count(v, ":") {
+		case 0:
+		case 1:
+			host, port, _ = strings.Cut(v, ":")
+			if port == "" {
+				return errors.New("empty port")
+			}
+		default:
+			return errors.New("IPv6 address must be in brackets")
+		}
+		if host == "" {
+			return errors.New("empty host")
+		}
+		if err := checkHostName(host); err != nil {
+			return err
+		}
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 || strings.TrimLeft(port, "0123456789") != "" {
+			return errors.New("port must be 1 to 65535")
+		}
+	}
+	return nil
+}
+
+// checkHostName checks a DNS name or IPv4 address: letters, digits, '-',
+// '_' and '.', with no empty label.
+func checkHostName(h string) error {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' {
+			continue
+		}
+		return fmt.Errorf("invalid character %q in host", c)
+	}
+	if strings.Contains(strings.TrimSuffix(h, "."), "..") || strings.HasPrefix(h, ".") {
+		return errors.New("empty label in host")
+	}
+	return nil
+}
+
+// forbiddenHost reports whether a host[:port] names a link-local or EC2
+// instance metadata target: 169.254.0.0/16, fe80::/10, fd00:ec2::254, or an
+// instance-data name. Tokens must never be sent there.
+func forbiddenHost(hostport string) bool {
+	h := hostport
+	if hh, _, err := net.SplitHostPort(hostport); err == nil {
+		h = hh
+	}
+	h = strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
+	if a, err := netip.ParseAddr(h); err == nil {
+		return forbiddenAddr(a)
+	}
+	return h == "instance-data" || strings.HasPrefix(h, "instance-data.")
+}
+
+// withDefaultPort returns hostport with the scheme's default port added if it
+// has none, because [stsauth.AllowedHosts] matches a port-less host only
+// against port-less patterns, while the transport checks the effective port.
+func withDefaultPort(hostport, scheme string) string {
+	if _, _, err := net.SplitHostPort(hostport); err == nil {
+		return hostport
+	}
+	port := "443"
+	if scheme == "http" {
+		port = "80"
+	}
+	if strings.Contains(hostport, ":") && !strings.HasPrefix(hostport, "[") {
+		hostport = "[" + hostport + "]"
+	}
+	return hostport + ":" + port
+}
+
+// imdsIPv6 is the EC2 instance metadata service's IPv6 address.
+var imdsIPv6 = netip.MustParseAddr("fd00:ec2::254")
+
+// forbiddenAddr reports whether a is link-local or the IMDS IPv6 address.
+func forbiddenAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a == imdsIPv6
+}
+
+// statusWriter records the status written to a ResponseWriter. Unwrap lets
+// [http.ResponseController] reach Flush and Hijack on the original, which
+// streaming and protocol upgrades need.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets ReverseProxy flush streamed responses immediately.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap returns the original ResponseWriter for [http.ResponseController].
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

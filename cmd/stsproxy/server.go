@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/stsauth/stsauth"
+	"github.com/stsauth/stsauth/ststest"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Server limits. The proxy's clients are local workloads, so these guard
+// against stuck or abusive connections rather than tune throughput.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 120 * time.Second
+	maxHeaderBytes    = 64 << 10
+
+	// primeBackoffMin and primeBackoffMax bound the wait between attempts
+	// to fetch the static audience's token at start.
+	primeBackoffMin = 200 * time.Millisecond
+	primeBackoffMax = 10 * time.Second
+)
+
+// version is the stsproxy version, set at build time with
+// -ldflags "-X main.version=v1.2.3"; empty falls back to the module version.
+var version = ""
+
+// versionString returns the version to print for --version.
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// run is the whole program behind main, with its inputs and outputs passed
+// in so tests can drive it. It returns the exit code: 0 on success, 1 on a
+// runtime failure, 2 on bad configuration.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(ctx, args[1:], getenv, stdout, stderr)
+	}
+	cfg, code := loadConfig(args, getenv, stdout, stderr)
+	if cfg == nil {
+		return code
+	}
+	if cfg.version {
+		fmt.Fprintln(stdout, "stsproxy", versionString())
+		return 0
+	}
+	log := newLogger(cfg, stderr)
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("stsproxy failed", "error", err.Error())
+		return 1
+	}
+	return 0
+}
+
+// loadConfig parses the configuration, printing the error and usage on
+// failure. A nil config comes with the exit code to return.
+func loadConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) (*config, int) {
+	cfg, err := parseConfig(args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		writeUsage(stdout)
+		return nil, 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "stsproxy: %v\n\n", err)
+		writeUsage(stderr)
+		return nil, 2
+	}
+	return cfg, 0
+}
+
+// newLogger returns the JSON or text logger at the configured level.
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+	if cfg.logFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// newSTSClient returns the STS client: the in-process emulator with
+// --local-sts, else one from the default AWS configuration chain (which
+// honours AWS_ENDPOINT_URL_STS). The caller must call cleanup.
+func newSTSClient(ctx context.Context, cfg *config, log *slog.Logger) (client stsauth.GetWebIdentityTokenAPIClient, cleanup func(), err error) {
+	if cfg.localSTS {
+		srv := ststest.NewServer()
+		log.Warn("local STS emulator started: its tokens are for local development only",
+			"issuer", srv.Issuer(), "jwks_url", srv.JWKSURL())
+		return srv.Client(), srv.Close, nil
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stsproxy: load AWS configuration: %w", err)
+	}
+	if awsCfg.Region == "" {
+		return nil, nil, errors.New("stsproxy: no AWS Region configured: set AWS_REGION (STS GetWebIdentityToken is not served on the global endpoint)")
+	}
+	return sts.NewFromConfig(awsCfg), func() {}, nil
+}
+
+// newTokenSource builds the library's token source from the configuration.
+func newTokenSource(cfg *config, client stsauth.GetWebIdentityTokenAPIClient, mp metric.MeterProvider, log *slog.Logger) (*stsauth.TokenSource, error) {
+	return stsauth.NewTokenSource(client,
+		stsauth.WithSigningAlgorithm(cfg.signingAlg),
+		stsauth.WithDuration(cfg.duration),
+		stsauth.WithRefreshSkew(cfg.refreshSkew),
+		stsauth.WithTags(cfg.tags),
+		stsauth.WithCacheSize(cfg.cacheSize),
+		stsauth.WithMeterProvider(mp),
+		stsauth.WithLogger(log),
+	)
+}
+
+// serve runs the proxy and admin listeners until ctx is done, then shuts
+// down gracefully. It returns an error only for a runtime failure.
+func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
+	tel, err := newTelemetry(cfg.metricsEnabled)
+	if err != nil {
+		return err
+	}
+	defer tel.shutdown(context.Background())
+	pm, err := newProxyMetrics(tel.provider)
+	if err != nil {
+		return err
+	}
+	client, closeSTS, err := newSTSClient(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeSTS()
+	ts, err := newTokenSource(cfg, client, tel.provider, log)
+	if err != nil {
+		return fmt.Errorf("stsproxy: create token source: %w", err)
+	}
+	defer ts.Close()
+
+	tr := &stsauth.Transport{Source: ts, Base: newBaseTransport(cfg), AllowedHosts: cfg.allowed}
+	if !cfg.audience.IsZero() {
+		tr.Audience = stsauth.FixedAudience(cfg.audience)
+	}
+	if cfg.upstreamHost == "" && cfg.allowed == nil {
+		log.Warn("no --allowed-hosts/ALLOWED_HOSTS: clients can direct tokens to any host", "host_header", cfg.hostHeader)
+	}
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	srv := &http.Server{
+		Handler:           newProxy(cfg, &instrumentedTransport{next: tr, metrics: pm}, log, pm),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          errLog,
+	}
+	if cfg.tlsCert != nil {
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cfg.tlsCert}, MinVersion: tls.VersionTLS12}
+	}
+
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", cfg.listenAddr)
+	if err != nil {
+		return fmt.Errorf("stsproxy: listen on --listen-addr: %w", err)
+	}
+	adminLn, err := lc.Listen(ctx, "tcp", cfg.metricsListenAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("stsproxy: listen on --metrics-listen-addr: %w", err)
+	}
+
+	var primed, draining atomic.Bool
+	if cfg.audience.IsZero() {
+		primed.Store(true) // nothing to prefetch: ready once listening
+	}
+	admin := &http.Server{
+		Handler:           adminHandler(cfg, tel.handler, func() bool { return primed.Load() && !draining.Load() }),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          errLog,
+	}
+
+	errc := make(chan error, 2)
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
+	go func() { errc <- admin.Serve(adminLn) }()
+	log.Info("listening", "addr", ln.Addr().String(), "metrics_addr", adminLn.Addr().String(),
+		"tls", srv.TLSConfig != nil, "upstream_host", cfg.upstreamHost, "host_header", cfg.hostHeader)
+
+	primeCtx, cancelPrime := context.WithCancel(ctx)
+	primeDone := make(chan struct{})
+	go func() {
+		defer close(primeDone)
+		if !cfg.audience.IsZero() {
+			primeUntilReady(primeCtx, tr, log, &primed)
+		}
+	}()
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
+	case err := <-errc:
+		serveErr = fmt.Errorf("stsproxy: serve: %w", err)
+	}
+	draining.Store(true)
+	cancelPrime()
+	<-primeDone
+
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("in-flight requests did not finish within --shutdown-timeout; closing them", "error", err.Error())
+		srv.Close()
+	}
+	if err := admin.Shutdown(sctx); err != nil {
+		admin.Close()
+	}
+	if err := ts.Close(); err != nil {
+		log.Warn("close token source", "error", err.Error())
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+// primeUntilReady fetches the static audience's token, retrying with capped
+// exponential backoff until it succeeds or ctx is done, so /readyz turns
+// ready only once requests can be served without waiting on STS.
+func primeUntilReady(ctx context.Context, tr *stsauth.Transport, log *slog.Logger, primed *atomic.Bool) {
+	wait := primeBackoffMin
+	for {
+		err := tr.Prime(ctx)
+		if err == nil {
+			primed.Store(true)
+			log.Info("token ready")
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("token prefetch failed; retrying", "error", err.Error(), "retry_in", wait.String())
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, primeBackoffMax)
+	}
+}
+
+// adminHandler serves /healthz (alive), /readyz (ready to serve) and, when
+// metrics are enabled, the metrics path. It matches paths exactly rather
+// than through ServeMux patterns, so no --metrics-path value can make it
+// panic.
+func adminHandler(cfg *config, metrics http.Handler, ready func() bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/healthz":
+			fmt.Fprintln(w, "ok")
+		case r.URL.Path == "/readyz":
+			if !ready() {
+				http.Error(w, "not ready", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		case metrics != nil && r.URL.Path == cfg.metricsPath:
+			metrics.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
