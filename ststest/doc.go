@@ -17,6 +17,15 @@
 // at [Server.JWKSURL] and at the jwks_uri of
 // [Server.URL]/.well-known/openid-configuration.
 //
+// Tokens carry the claims real STS puts in web identity tokens: iss,
+// sub (arn:aws:iam::<account>:role/ststest), aud (a string for one audience,
+// an array in request order for several), iat, exp (iat plus
+// DurationSeconds, 300 s by default, or the [Server.SetTokenLifetime]
+// override) and a unique jti. AWS claims are nested in a
+// "https://sts.amazonaws.com/" object: aws_account, source_region,
+// principal_id, org_id and, when the request has tags, request_tags, a map
+// of tag key to value. The response's Expiration equals the exp claim.
+//
 // Faults are injected with [Server.FailNext], [Server.FailAll],
 // [Server.SetLatency], [Server.Hold] and [Server.SetTokenLifetime], and are
 // cleared with [Server.Reset]. [Server.Calls] and [Server.CallsFor] report how

@@ -42,25 +42,34 @@ const (
 
 // STS error codes the server produces itself.
 const (
-	codeValidationError      = "ValidationError"
-	codeMissingAuthToken     = "MissingAuthenticationToken"
-	codeInvalidAction        = "InvalidAction"
-	codeMissingAction        = "MissingAction"
-	codeMalformedQuery       = "MalformedQueryString"
-	codeMethodNotAllowed     = "MethodNotAllowed"
-	codeInternalFailure      = "InternalFailure"
-	codeServiceUnavailable   = "ServiceUnavailable"
-	codeRequestTooLarge      = "RequestEntityTooLarge"
-	codeFederationDisabled   = "OutboundWebIdentityFederationDisabledException"
-	injectedFaultMessage     = "ststest: injected fault"
-	serverClosedMessage      = "ststest: server is closed"
-	missingAuthTokenMessage  = "Request is missing Authentication Token"
-	principalRoleName        = "ststest"
-	principalIDPrefix        = "AROASTSTESTEXAMPLE000:"
-	fakeOrgID                = "o-ststest000"
-	validationMessagePrefix  = " validation error"
-	truncatedValueMaxLength  = 64
-	rsaAndECSigningAlgorithm = "[RS256, ES384]"
+	codeValidationError    = "ValidationError"
+	codeMissingAuthToken   = "MissingAuthenticationToken"
+	codeInvalidAction      = "InvalidAction"
+	codeMissingAction      = "MissingAction"
+	codeMalformedQuery     = "MalformedQueryString"
+	codeMethodNotAllowed   = "MethodNotAllowed"
+	codeInternalFailure    = "InternalFailure"
+	codeServiceUnavailable = "ServiceUnavailable"
+	codeRequestTooLarge    = "RequestEntityTooLarge"
+	codeFederationDisabled = "OutboundWebIdentityFederationDisabledException"
+)
+
+// Error messages and fixed claim values.
+const (
+	injectedFaultMessage    = "ststest: injected fault"
+	serverClosedMessage     = "ststest: server is closed"
+	missingAuthTokenMessage = "Request is missing Authentication Token"
+
+	// principalRoleName is the role in the sub claim,
+	// arn:aws:iam::<account>:role/ststest.
+	principalRoleName = "ststest"
+	// principalIDPrefix is a role unique ID (AROA and 17 characters); the
+	// principal_id claim is it plus ":" and the session name.
+	principalIDPrefix = "AROASTSTESTEXAMPLE000:"
+	fakeOrgID         = "o-ststest000"
+
+	// maxEchoLen bounds how much of a client-supplied value a message echoes.
+	maxEchoLen = 64
 )
 
 // errorStatus is the HTTP status of each known STS error code. Codes not
@@ -118,8 +127,8 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		ClaimsSupported []string `json:"claims_supported"`
 		ScopesSupported []string `json:"scopes_supported"`
 	}{
-		Issuer:          s.Issuer(),
-		JWKSURI:         s.JWKSURL(),
+		Issuer:          s.ts.URL,
+		JWKSURI:         s.ts.URL + jwksPath,
 		SigningAlgs:     []string{algRS256, algES384},
 		ResponseTypes:   []string{"id_token"},
 		SubjectTypes:    []string{"public"},
@@ -250,7 +259,7 @@ func (s *Server) mint(w http.ResponseWriter, req *request, lifetime time.Duratio
 	iat := s.now().Unix()
 	exp := iat + seconds
 	c := &claims{
-		Iss: s.URL,
+		Iss: s.ts.URL, // not s.URL, which Start sets only after serving begins
 		Sub: "arn:aws:iam::" + s.accountID + ":role/" + principalRoleName,
 		Iat: iat,
 		Exp: exp,
@@ -310,10 +319,10 @@ func escape(s string) string {
 
 // truncate shortens a client-supplied value before it is echoed in a message.
 func truncate(s string) string {
-	if len(s) <= truncatedValueMaxLength {
+	if len(s) <= maxEchoLen {
 		return s
 	}
-	cut := truncatedValueMaxLength
+	cut := maxEchoLen
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
@@ -327,7 +336,7 @@ func validationMessage(problems []string) string {
 	if len(problems) == 1 {
 		plural = ""
 	}
-	return strconv.Itoa(len(problems)) + validationMessagePrefix + plural + " detected: " + strings.Join(problems, "; ")
+	return strconv.Itoa(len(problems)) + " validation error" + plural + " detected: " + strings.Join(problems, "; ")
 }
 
 // request is a parsed GetWebIdentityToken request. Absent optional
@@ -445,7 +454,7 @@ func (req *request) validate() []string {
 	case alg == nil:
 		p = append(p, "Value null at 'signingAlgorithm' failed to satisfy constraint: Member must not be null")
 	case *alg != algRS256 && *alg != algES384:
-		p = append(p, fmt.Sprintf("Value '%s' at 'signingAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: %s", truncate(*alg), rsaAndECSigningAlgorithm))
+		p = append(p, fmt.Sprintf("Value '%s' at 'signingAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: [%s, %s]", truncate(*alg), algRS256, algES384))
 	}
 	if len(req.tags) > maxTags {
 		p = append(p, fmt.Sprintf("Value at 'tags' failed to satisfy constraint: Member must have length less than or equal to %d", maxTags))

@@ -454,6 +454,46 @@ func TestInjectedErrorCodes(t *testing.T) {
 	}
 }
 
+func TestErrorTypeOnTheWire(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	s.FailNext(1, "ServiceUnavailable")
+	status, e := postRaw(t, s, http.MethodPost, formType, validForm().Encode(), true)
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.Equal(t, "Receiver", e.Type)
+	s.FailNext(1, "AccessDenied")
+	status, e = postRaw(t, s, http.MethodPost, formType, validForm().Encode(), true)
+	assert.Equal(t, http.StatusForbidden, status)
+	assert.Equal(t, "Sender", e.Type)
+}
+
+func TestSuccessOnTheWire(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, s.URL, strings.NewReader(validForm().Encode()))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", formType)
+	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260301/us-east-1/sts/aws4_request")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "text/xml", resp.Header.Get("Content-Type"))
+	var body struct {
+		XMLName    xml.Name `xml:"https://sts.amazonaws.com/doc/2011-06-15/ GetWebIdentityTokenResponse"`
+		Token      string   `xml:"GetWebIdentityTokenResult>WebIdentityToken"`
+		Expiration string   `xml:"GetWebIdentityTokenResult>Expiration"`
+		RequestID  string   `xml:"ResponseMetadata>RequestId"`
+	}
+	require.NoError(t, xml.NewDecoder(resp.Body).Decode(&body))
+	assert.Len(t, strings.Split(body.Token, "."), 3)
+	exp, err := time.Parse(time.RFC3339, body.Expiration)
+	require.NoError(t, err)
+	assert.True(t, strings.HasSuffix(body.Expiration, "Z"), "Expiration %q is UTC", body.Expiration)
+	assert.InDelta(t, time.Now().Add(300*time.Second).Unix(), exp.Unix(), 60)
+	assert.Regexp(t, `^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`, body.RequestID)
+}
+
 func TestFederationDisabledIsTyped(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
