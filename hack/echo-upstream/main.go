@@ -1,0 +1,114 @@
+// Command echo-upstream is a development upstream for stsproxy: it logs each
+// request's Host and whether it carries an Authorization header, with the
+// decoded JWT header and claims when it is a bearer token (never the
+// signature), and answers with the request's method, path and headers as
+// JSON.
+//
+//	go run ./hack/echo-upstream --listen-addr :9000
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run parses flags and serves until ctx is done. It returns the exit code:
+// 0 on success, 1 on a runtime failure, 2 on a bad flag.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("echo-upstream", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("listen-addr", ":9000", "address to listen on, host:port")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, nil))
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "echo-upstream: listen: %v\n", err)
+		return 1
+	}
+	srv := &http.Server{Handler: handler(log), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	log.Info("listening", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		fmt.Fprintf(stderr, "echo-upstream: serve: %v\n", err)
+		return 1
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	return 0
+}
+
+// echo is the JSON body echo-upstream answers with.
+type echo struct {
+	Method  string              `json:"method"`
+	Path    string              `json:"path"`
+	Query   string              `json:"query,omitempty"`
+	Host    string              `json:"host"`
+	Headers map[string][]string `json:"headers"`
+}
+
+// handler logs and echoes each request.
+func handler(log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		attrs := []any{"method", r.Method, "host", r.Host, "path", r.URL.Path}
+		auth := r.Header.Get("Authorization")
+		attrs = append(attrs, "authorization", auth != "")
+		if jwtHeader, claims, ok := decodeBearer(auth); ok {
+			attrs = append(attrs, "jwt_header", json.RawMessage(jwtHeader), "jwt_claims", json.RawMessage(claims))
+		}
+		log.Info("request", attrs...)
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(echo{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host, Headers: r.Header})
+	})
+}
+
+// decodeBearer decodes the header and claims of a "Bearer <jwt>" value. The
+// signature is never decoded or returned, so the log cannot replay the token.
+func decodeBearer(auth string) (header, claims string, ok bool) {
+	jwt, found := strings.CutPrefix(auth, "Bearer ")
+	if !found {
+		return "", "", false
+	}
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return "", "", false
+	}
+	h, err1 := base64.RawURLEncoding.DecodeString(parts[0])
+	c, err2 := base64.RawURLEncoding.DecodeString(parts[1])
+	if err1 != nil || err2 != nil || !json.Valid(h) || !json.Valid(c) {
+		return "", "", false
+	}
+	return string(h), string(c), true
+}
