@@ -821,3 +821,9 @@ func FuzzRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestCloseUnstarted(t *testing.T) {
+	t.Parallel()
+	s := NewUnstartedServer()
+	assert.NotPanics(t, s.Close)
+}
