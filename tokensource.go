@@ -287,6 +287,11 @@ func (ts *TokenSource) fetchWait(ctx context.Context, e *entry) (Token, error) {
 	e.mu.Unlock()
 
 	ch := ts.group.DoChan(e.aud.key, func() (any, error) {
+		// A caller that found no token may reach here just after the
+		// fetch it missed has finished: serve that fetch's token.
+		if c := e.state.Load(); c != nil && ts.now().Before(c.refreshAt) {
+			return c, nil
+		}
 		return ts.fetch(context.WithoutCancel(ctx), e)
 	})
 	select {
