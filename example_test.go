@@ -1,0 +1,165 @@
+package stsauth_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+
+	"github.com/stsauth/stsauth"
+	"github.com/stsauth/stsauth/ststest"
+)
+
+// newUpstream starts an API that reports whether a bearer token arrived.
+func newUpstream() *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		fmt.Fprintf(w, "scheme=%s", scheme)
+	}))
+}
+
+func get(client *http.Client, url string) string {
+	resp, err := client.Get(url)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+// Wrap http.DefaultTransport so that every request carries a token for one
+// audience. The token is fetched once and served from the cache afterwards.
+func ExampleTransport() {
+	sts := ststest.NewServer() // in production: sts.NewFromConfig(cfg)
+	defer sts.Close()
+	api := newUpstream()
+	defer api.Close()
+
+	src, err := stsauth.NewTokenSource(sts.Client())
+	if err != nil {
+		panic(err)
+	}
+	defer src.Close()
+	client := &http.Client{Transport: &stsauth.Transport{
+		Source:   src,
+		Audience: stsauth.StaticAudience("https://api.example.com"),
+		Base:     http.DefaultTransport,
+	}}
+
+	for range 3 {
+		fmt.Println(get(client, api.URL))
+	}
+	fmt.Println("STS calls:", sts.Calls())
+	// Output:
+	// scheme=Bearer
+	// scheme=Bearer
+	// scheme=Bearer
+	// STS calls: 1
+}
+
+// Ask for one token that several APIs accept: the aud claim lists them all.
+func ExampleTokenSource_Token() {
+	sts := ststest.NewServer()
+	defer sts.Close()
+	src, err := stsauth.NewTokenSource(sts.Client(), stsauth.WithSigningAlgorithm(stsauth.ES384))
+	if err != nil {
+		panic(err)
+	}
+	defer src.Close()
+
+	aud, err := stsauth.NewAudience("https://b.example.com", "https://a.example.com")
+	if err != nil {
+		panic(err)
+	}
+	tok, err := src.Token(context.Background(), aud)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("audience:", tok.Audience)
+	fmt.Println("JWT parts:", len(strings.Split(tok.Value(), ".")))
+	fmt.Println("printed:", strings.Contains(fmt.Sprint(tok), tok.Value()))
+	// Output:
+	// audience: [https://a.example.com https://b.example.com]
+	// JWT parts: 3
+	// printed: false
+}
+
+// Derive each request's audience from its origin, and allow only known hosts
+// to receive tokens.
+func ExampleHostAudience() {
+	sts := ststest.NewServer()
+	defer sts.Close()
+	api := newUpstream()
+	defer api.Close()
+
+	src, err := stsauth.NewTokenSource(sts.Client())
+	if err != nil {
+		panic(err)
+	}
+	defer src.Close()
+	allowed, err := stsauth.ParseAllowedHosts("127.0.0.1", "*.internal.example.com")
+	if err != nil {
+		panic(err)
+	}
+	client := &http.Client{Transport: &stsauth.Transport{
+		Source:       src,
+		Audience:     stsauth.HostAudience{},
+		AllowedHosts: allowed,
+	}}
+
+	fmt.Println(get(client, api.URL+"/a"))
+	fmt.Println(get(client, api.URL+"/b"))
+	fmt.Println(sts.CallsFor("http://127.0.0.1"), "STS call for http://127.0.0.1")
+	_, err = client.Get("http://169.254.169.254/latest/meta-data/")
+	fmt.Println(strings.Contains(err.Error(), "host not allowed"))
+	// Output:
+	// scheme=Bearer
+	// scheme=Bearer
+	// 1 STS call for http://127.0.0.1
+	// true
+}
+
+// NewClient loads the AWS configuration the SDK's usual way. Here the STS
+// endpoint is the emulator, named by AWS_ENDPOINT_URL_STS.
+func ExampleNewClient() {
+	sts := ststest.NewServer()
+	defer sts.Close()
+	api := newUpstream()
+	defer api.Close()
+
+	for k, v := range map[string]string{
+		"AWS_ENDPOINT_URL_STS":        sts.URL,
+		"AWS_REGION":                  "us-east-1",
+		"AWS_ACCESS_KEY_ID":           "AKIDEXAMPLE",
+		"AWS_SECRET_ACCESS_KEY":       "example-secret",
+		"AWS_EC2_METADATA_DISABLED":   "true",
+		"AWS_CONFIG_FILE":             os.DevNull,
+		"AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
+	} {
+		old, had := os.LookupEnv(k)
+		os.Setenv(k, v)
+		defer func() {
+			if had {
+				os.Setenv(k, old)
+			} else {
+				os.Unsetenv(k)
+			}
+		}()
+	}
+
+	client, err := stsauth.NewClient(context.Background(), []string{"https://api.example.com"})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("STS calls before the first request:", sts.Calls())
+	fmt.Println(get(client, api.URL))
+	fmt.Println("STS calls after:", sts.Calls())
+	// Output:
+	// STS calls before the first request: 0
+	// scheme=Bearer
+	// STS calls after: 1
+}
