@@ -195,9 +195,11 @@ var ec2MetadataV6 = netip.MustParseAddr("fd00:ec2::254")
 // whatever answers on the instance, and metadata paths are a classic target
 // of request forgery.
 func IsMetadataHost(host string) bool {
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if metadataHosts[host] {
-		return true
+	if host == "" {
+		return false
+	}
+	if !mayBeIP(host) {
+		return metadataHosts[strings.TrimSuffix(strings.ToLower(host), ".")]
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
@@ -205,6 +207,15 @@ func IsMetadataHost(host string) bool {
 	}
 	ip = ip.Unmap()
 	return ip.IsLinkLocalUnicast() || ip == ec2MetadataV6
+}
+
+// mayBeIP reports whether host could be an IP literal: IPv6 has a colon,
+// and no DNS name ends in a digit (top-level domains are alphabetic). It
+// keeps the common case, a name, away from netip.ParseAddr, whose error
+// allocates.
+func mayBeIP(host string) bool {
+	last := host[len(host)-1]
+	return last >= '0' && last <= '9' || strings.IndexByte(host, ':') >= 0
 }
 
 // defaultPort returns the port a URL scheme implies.
