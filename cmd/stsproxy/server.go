@@ -153,7 +153,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	defer ts.Close()
 
-	tr := &stsauth.Transport{Source: ts, Base: newBaseTransport(cfg), AllowedHosts: cfg.allowed}
+	base := newBaseTransport(cfg)
+	defer base.CloseIdleConnections()
+	tr := &stsauth.Transport{Source: ts, Base: base, AllowedHosts: cfg.allowed}
 	if !cfg.audience.IsZero() {
 		tr.Audience = stsauth.FixedAudience(cfg.audience)
 	}
@@ -195,9 +197,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		ErrorLog:          errLog,
 	}
 
+	// Serve modifies srv.TLSConfig (HTTP/2 setup), so decide TLS from the
+	// config and never read srv.TLSConfig after Serve starts.
+	useTLS := cfg.tlsCert != nil
 	errc := make(chan error, 2)
 	go func() {
-		if srv.TLSConfig != nil {
+		if useTLS {
 			errc <- srv.ServeTLS(ln, "", "")
 			return
 		}
@@ -205,7 +210,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}()
 	go func() { errc <- admin.Serve(adminLn) }()
 	log.Info("listening", "addr", ln.Addr().String(), "metrics_addr", adminLn.Addr().String(),
-		"tls", srv.TLSConfig != nil, "upstream_host", cfg.upstreamHost, "host_header", cfg.hostHeader)
+		"tls", useTLS, "upstream_host", cfg.upstreamHost, "host_header", cfg.hostHeader)
 
 	primeCtx, cancelPrime := context.WithCancel(ctx)
 	primeDone := make(chan struct{})

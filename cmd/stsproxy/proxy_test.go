@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/stsauth/stsauth"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.uber.org/goleak"
+)
+
+func TestCheckHostPort(t *testing.T) {
+	t.Parallel()
+	valid := []string{"api.example.com", "api.example.com:8443", "127.0.0.1", "127.0.0.1:1", "[::1]", "[2001:db8::1]:443", "a_b.example", "x.example."}
+	for _, h := range valid {
+		assert.NoError(t, checkHostPort(h), h)
+	}
+	invalid := []struct{ in, want string }{
+		{"", "empty host"},
+		{strings.Repeat("a", 256), "longer than 255 characters"},
+		{"https://x.example", "must not include a scheme"},
+		{"x.example/p", "must not include a path"},
+		{`x.example\p`, "must not include a path"},
+		{"x.example?q", "must not include a query or fragment"},
+		{"u:p@x.example", "must not include userinfo"},
+		{"x .example", "contains white space"},
+		{"x\t.example", "contains a control character"},
+		{"x\x00", "contains a control character"},
+		{"x\x7f", "contains a control character"},
+		{"é.example", "non-ASCII"},
+		{"x.example:", "empty port"},
+		{"x.example:0", "port must be 1 to 65535"},
+		{"x.example:65536", "port must be 1 to 65535"},
+		{"x.example:+80", "port must be 1 to 65535"},
+		{"x.example:http", "port must be 1 to 65535"},
+		{":80", "empty host"},
+		{"[::1", "unbalanced IPv6 brackets"},
+		{"::1]", "unbalanced IPv6 brackets"},
+		{"x]", "unbalanced IPv6 brackets"},
+		{"::1", "IPv6 address must be in brackets"},
+		{"[::1]x", "unexpected text after IPv6 address"},
+		{"[::1]:", "empty port"},
+		{"[127.0.0.1]", "invalid IPv6 address"},
+		{"[fe80::1%eth0]", "invalid IPv6 address"},
+		{"a..b", "empty label"},
+		{".a", "empty label"},
+		{"a*b", "invalid character"},
+	}
+	for _, tc := range invalid {
+		err := checkHostPort(tc.in)
+		if assert.Error(t, err, "checkHostPort(%q)", tc.in) {
+			assert.Contains(t, err.Error(), tc.want, "checkHostPort(%q)", tc.in)
+		}
+	}
+}
+
+func TestForbiddenHost(t *testing.T) {
+	t.Parallel()
+	for _, h := range []string{"169.254.169.254", "169.254.0.1:80", "[fd00:ec2::254]", "[fd00:ec2::254]:80", "[fe80::1]", "instance-data", "INSTANCE-DATA.ec2.internal.", "[::ffff:169.254.169.254]"} {
+		assert.True(t, forbiddenHost(h), h)
+	}
+	for _, h := range []string{"127.0.0.1", "api.example.com", "[::1]:80", "instance-database.example"} {
+		assert.False(t, forbiddenHost(h), h)
+	}
+}
+
+func TestWithDefaultPort(t *testing.T) {
+	t.Parallel()
+	assert.Equal(t, "a:443", withDefaultPort("a", "https"))
+	assert.Equal(t, "a:80", withDefaultPort("a", "http"))
+	assert.Equal(t, "a:8", withDefaultPort("a:8", "http"))
+	assert.Equal(t, "[::1]:443", withDefaultPort("[::1]", "https"))
+}
+
+// timeoutErr is a net.Error that reports a timeout, like the transport's
+// response-header timeout.
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "timeout awaiting response headers" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func TestErrorHandlerMapping(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		err    error
+		status int
+		body   string
+	}{
+		{"token", &stsauth.TokenError{Audience: stsauth.MustAudience("a"), Err: errors.New("AccessDenied")}, 502, "token unavailable\n"},
+		{"wrapped token", errors.Join(errors.New("x"), &stsauth.TokenError{Err: errors.New("y")}), 502, "token unavailable\n"},
+		{"host not allowed", stsauth.ErrHostNotAllowed, 403, "upstream host \"t.example\" is not allowed\n"},
+		{"timeout", timeoutErr{}, 504, "gateway timeout\n"},
+		{"deadline", context.DeadlineExceeded, 504, "gateway timeout\n"},
+		{"refused", &net.OpError{Op: "dial", Err: errors.New("connection refused")}, 502, "bad gateway\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var logs bytes.Buffer
+			p := newProxy(&config{}, http.DefaultTransport, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r = r.WithContext(context.WithValue(r.Context(), stateKey{}, &requestState{target: "t.example"}))
+			w := httptest.NewRecorder()
+			p.errorHandler(w, r, tc.err)
+			assert.Equal(t, tc.status, w.Code)
+			assert.Equal(t, tc.body, w.Body.String())
+			assert.NotEmpty(t, logs.String())
+		})
+	}
+}
+
+// startRun runs the whole program in-process and returns its listen
+// addresses, a cancel func that stops it and a channel with its exit code.
+func startRun(t *testing.T, args ...string) (addr, metricsAddr string, logs *syncBuffer, stop func() int) {
+	t.Helper()
+	logs = &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	codec := make(chan int, 1)
+	args = append([]string{"--listen-addr", "127.0.0.1:0", "--metrics-listen-addr", "127.0.0.1:0", "--upstream-scheme", "http", "--local-sts"}, args...)
+	go func() { codec <- run(ctx, args, envOf(nil), io.Discard, logs) }()
+	stop = func() int {
+		cancel()
+		select {
+		case code := <-codec:
+			return code
+		case <-time.After(waitTimeout):
+			t.Fatal("run did not return")
+			return -1
+		}
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		if a, m, ok := listeningAddrs(logs.String()); ok {
+			return a, m, logs, stop
+		}
+		select {
+		case code := <-codec:
+			t.Fatalf("run returned %d before listening; logs:\n%s", code, logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("run did not log listening; logs:\n%s", logs.String())
+		}
+	}
+}
+
+// TestRunInProcess drives run with the in-process STS emulator through the
+// routing modes, and checks nothing is left running afterwards.
+func TestRunInProcess(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Host+" "+strings.Fields(r.Header.Get("Authorization") + " none")[0])
+	}))
+	defer up.Close()
+	upHost := strings.TrimPrefix(up.URL, "http://")
+	c := &http.Client{Timeout: waitTimeout, Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	do := func(url, host string, hdr map[string]string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		require.NoError(t, err)
+		if host != "" {
+			req.Host = host
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		res, err := c.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		return res.StatusCode, string(b)
+	}
+
+	t.Run("allowlist", func(t *testing.T) {
+		addr, _, logs, stop := startRun(t, "--allowed-hosts", upHost+",*.allowed.example", "--log-format", "json")
+		status, body := do("http://"+addr+"/", "", map[string]string{"X-Upstream-Host": upHost})
+		assert.Equal(t, http.StatusOK, status)
+		assert.Equal(t, upHost+" Bearer", body)
+		status, body = do("http://"+addr+"/", "", map[string]string{"X-Upstream-Host": "other.example"})
+		assert.Equal(t, http.StatusForbidden, status)
+		assert.Equal(t, "upstream host \"other.example\" is not allowed\n", body)
+		assert.Equal(t, 0, stop())
+		assert.Contains(t, logs.String(), "local development only")
+		assert.NotContains(t, logs.String(), "clients can direct tokens to any host")
+	})
+	t.Run("pinned with static audience", func(t *testing.T) {
+		addr, metricsAddr, _, stop := startRun(t, "--upstream-host", upHost, "--token-audience", "https://pinned.example", "--metrics-enabled=false")
+		deadline := time.Now().Add(waitTimeout)
+		status := 0
+		for status != http.StatusOK && time.Now().Before(deadline) {
+			status, _ = do("http://"+metricsAddr+"/readyz", "", nil)
+			if status != http.StatusOK {
+				time.Sleep(10 * time.Millisecond) // poll interval, bounded by the deadline
+			}
+		}
+		assert.Equal(t, http.StatusOK, status)
+		status, body := do("http://"+addr+"/", "", map[string]string{"X-Upstream-Host": "ignored.example"})
+		assert.Equal(t, http.StatusOK, status)
+		assert.Equal(t, upHost+" Bearer", body)
+		status, _ = do("http://"+metricsAddr+"/metrics", "", nil)
+		assert.Equal(t, http.StatusNotFound, status)
+		assert.Equal(t, 0, stop())
+	})
+	c.CloseIdleConnections()
+}
+
+// TestProxyRouteByHostLine uses the handler directly, with a fake token
+// transport, for the --host-header Host mode.
+func TestProxyRouteByHostLine(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseConfig([]string{"--host-header", "Host", "--upstream-scheme", "http"}, envOf(nil))
+	require.NoError(t, err)
+	var gotURL string
+	rt := roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		gotURL = r.URL.String()
+		return &http.Response{StatusCode: 204, Body: http.NoBody, Header: http.Header{}, Request: r}, nil
+	})
+	pm, err := newProxyMetrics(noop.NewMeterProvider())
+	require.NoError(t, err)
+	p := newProxy(cfg, rt, slog.New(slog.DiscardHandler), pm)
+
+	r := httptest.NewRequest(http.MethodGet, "http://target.example:8080/p?q=1", nil)
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, r)
+	assert.Equal(t, http.StatusNoContent, w.Code)
+	assert.Equal(t, "http://target.example:8080/p?q=1", gotURL)
+
+	r = httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Host = "169.254.169.254"
+	w = httptest.NewRecorder()
+	p.ServeHTTP(w, r)
+	assert.Equal(t, http.StatusForbidden, w.Code)
+}
+
+// roundTripperFunc adapts a function to an http.RoundTripper.
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
