@@ -1,0 +1,47 @@
+// Package stsauth mints AWS STS web identity tokens and attaches them to
+// outgoing HTTP requests.
+//
+// AWS STS GetWebIdentityToken returns a short-lived JWT, signed by the
+// account's issuer, that third-party APIs verify instead of holding API keys.
+// A [TokenSource] mints those tokens and caches them per [Audience] set; a
+// [Transport] wraps an [http.RoundTripper] and puts "Authorization: Bearer
+// <jwt>" on each request:
+//
+//	cfg, err := config.LoadDefaultConfig(ctx)
+//	...
+//	src, err := stsauth.NewTokenSource(sts.NewFromConfig(cfg))
+//	...
+//	defer src.Close()
+//	client := &http.Client{Transport: &stsauth.Transport{
+//		Source:   src,
+//		Audience: stsauth.StaticAudience("https://api.example.com"),
+//	}}
+//
+// [NewClient] does the same in one call.
+//
+// # Caching and refresh
+//
+// The first request for an audience set makes one STS call, however many
+// requests arrive together. Afterwards requests are served from the cache
+// without waiting and without a lock that a refresh holds. When a token is
+// within the refresh skew of its expiry (5 minutes by default, less a small
+// random jitter per entry), one background refresh starts while requests keep
+// getting the cached token. If the refresh fails, the cached token is served
+// until 10 seconds before it expires, and the refresh is retried with
+// exponential backoff and full jitter (1 s doubling to 30 s). With no token and
+// STS failing, requests get the last error at once until the backoff allows
+// another call.
+//
+// # Safety
+//
+// A [Token] never prints, logs or marshals its JWT. Errors never hold one.
+// [Transport] refuses to send tokens to link-local and instance-metadata
+// addresses, to hosts outside its [AllowedHosts], and across redirects to
+// other hosts.
+//
+// [TokenSource], [Transport] and [AllowedHosts] are safe for concurrent use by
+// multiple goroutines.
+//
+// Package [github.com/stsauth/stsauth/ststest] is an in-process STS emulator
+// for tests and local development.
+package stsauth
