@@ -69,7 +69,8 @@ func newMetrics(mp metric.MeterProvider, cachedAudiences func() int64) (*metrics
 	m.evictions = counter("token.cache.eviction.count", "Audience sets evicted from the cache to make room.")
 	var e error
 	m.fetchDuration, e = meter.Float64Histogram("token.fetch.duration",
-		metric.WithDescription("Duration of STS GetWebIdentityToken calls."), metric.WithUnit("s"))
+		metric.WithDescription("Duration of STS GetWebIdentityToken calls."), metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 	err = errors.Join(err, e)
 	m.cached, e = meter.Int64ObservableGauge("token.cached.audiences",
 		metric.WithDescription("Audience sets in the token cache."), metric.WithUnit("{audience}"))
