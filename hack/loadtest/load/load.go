@@ -165,6 +165,8 @@ type Result struct {
 	OKLatency, ErrLatency Summary
 	// Timeline holds one bucket per Interval, by request start time.
 	Timeline []Bucket
+	// Interval is the width of the Timeline buckets, 0 if there are none.
+	Interval time.Duration
 
 	samples [][]sample // every request, by worker
 }
@@ -327,6 +329,7 @@ func aggregate(per [][]sample, start time.Time, elapsed, interval time.Duration)
 		Status:          make(map[int]int64),
 		TransportErrors: make(map[string]int64),
 		samples:         per,
+		Interval:        interval,
 	}
 	var n int
 	for _, b := range per {

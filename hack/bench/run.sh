@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Benchmarks and fault scenarios for stsproxy, on loopback only.
+#
+#   hack/bench/run.sh compare|cold|slow-refresh|outage-refresh|outage-hard|dynamic|all
+#
+# compare: interleaved rounds (A B C A B C ...) of a closed-loop load
+#   A direct to a minimal upstream, B through floorproxy (a bare ReverseProxy
+#   that sets a constant bearer header), C through stsproxy --local-sts with
+#   its token cached; prints a markdown table and stsproxy/floor ratios.
+# the others: fault scenarios driven by hack/bench/scenarios, which runs
+#   the ststest emulator in process and starts the stsproxy binary against it.
+#
+# Environment (defaults in brackets):
+#   BENCH_ROUNDS [3]  BENCH_DURATION [5s]  BENCH_CONNS [32]
+#   BENCH_FLOOR_TUNED [0]  1 adds a fourth target: floorproxy with
+#                          -max-idle-conns-per-host = BENCH_CONNS
+#   BENCH_OUT []      directory to keep the raw loadtest JSON in
+#   SCENARIO_FLAGS [] extra flags for hack/bench/scenarios (e.g. -dynamic-n 20000)
+set -euo pipefail
+
+usage() {
+	echo "usage: $0 compare|cold|slow-refresh|outage-refresh|outage-hard|dynamic|all" >&2
+	exit 2
+}
+[[ $# -eq 1 ]] || usage
+cmd=$1
+case $cmd in
+compare | cold | slow-refresh | outage-refresh | outage-hard | dynamic | all) ;;
+*) usage ;;
+esac
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ROUNDS=${BENCH_ROUNDS:-3}
+DURATION=${BENCH_DURATION:-5s}
+CONNS=${BENCH_CONNS:-32}
+FLOOR_TUNED=${BENCH_FLOOR_TUNED:-0}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/stsbench.XXXXXX")
+BIN=$WORK/bin
+PIDS=()
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		# Bounded wait: SIGKILL whatever is still there after 10 s.
+		for _ in $(seq 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "run.sh: $*" >&2; }
+
+build() {
+	log "building into $BIN"
+	mkdir -p "$BIN"
+	(
+		cd "$ROOT"
+		go build -o "$BIN/stsproxy" ./cmd/stsproxy
+		go build -o "$BIN/loadtest" ./hack/loadtest
+		go build -o "$BIN/floorproxy" ./hack/floorproxy
+		go build -o "$BIN/upstream" ./hack/bench/upstream
+		go build -o "$BIN/scenarios" ./hack/bench/scenarios
+	)
+}
+
+# start NAME CMD...: start CMD in the background with a clean environment,
+# logging to $WORK/NAME.log.
+start() {
+	local name=$1
+	shift
+	env -i PATH="$PATH" HOME="$WORK" AWS_EC2_METADATA_DISABLED=true \
+		AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+		"$@" >"$WORK/$name.log" 2>&1 &
+	PIDS+=($!)
+}
+
+# listen_attr NAME ATTR: wait (at most 15 s) for the JSON "listening" record
+# in NAME's log and print its ATTR.
+listen_attr() {
+	local name=$1 attr=$2 v
+	for _ in $(seq 150); do
+		v=$(grep -m1 '"msg":"listening"' "$WORK/$name.log" 2>/dev/null | jq -r ".$attr // empty" || true)
+		if [[ -n $v ]]; then
+			case $v in
+			127.* | "[::1]:"*) echo "$v" && return 0 ;;
+			*) log "$name listens on non-loopback $v" && return 1 ;;
+			esac
+		fi
+		sleep 0.1
+	done
+	log "$name did not start; log:"
+	cat "$WORK/$name.log" >&2
+	return 1
+}
+
+# wait_ok URL [HEADER]: poll (at most 15 s) until URL answers 2xx.
+wait_ok() {
+	for _ in $(seq 150); do
+		if curl --noproxy '*' -sf -o /dev/null --max-time 1 "$1"; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	log "$1 did not answer 2xx within 15 s"
+	return 1
+}
+
+loadtest() { "$BIN/loadtest" "$@"; }
+
+header() {
+	echo "## stsproxy bench: $1"
+	echo
+	echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "- nproc: $(nproc), $(go version | cut -d' ' -f3-), $(uname -sr)"
+	echo "- command: hack/bench/run.sh $cmd (BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNS=$CONNS BENCH_FLOOR_TUNED=$FLOOR_TUNED)"
+}
+
+compare() {
+	header compare
+	start upstream "$BIN/upstream" -listen 127.0.0.1:0
+	local up
+	up=$(listen_attr upstream addr)
+	start floor "$BIN/floorproxy" -listen 127.0.0.1:0 -upstream "http://$up"
+	local floor
+	floor=$(listen_attr floor addr)
+	local tuned=""
+	if [[ $FLOOR_TUNED == 1 ]]; then
+		start floor-tuned "$BIN/floorproxy" -listen 127.0.0.1:0 -upstream "http://$up" -max-idle-conns-per-host "$CONNS"
+		tuned=$(listen_attr floor-tuned addr)
+	fi
+	start stsproxy "$BIN/stsproxy" --listen-addr 127.0.0.1:0 --metrics-listen-addr 127.0.0.1:0 \
+		--upstream-host "$up" --upstream-scheme http --token-audience https://api.example.com --local-sts
+	local sts metrics
+	sts=$(listen_attr stsproxy addr)
+	metrics=$(listen_attr stsproxy metrics_addr)
+	wait_ok "http://$up/"
+	wait_ok "http://$floor/"
+	wait_ok "http://$metrics/readyz" # token fetched
+	wait_ok "http://$sts/"
+
+	local -A url=([direct]="http://$up/bench" [floor]="http://$floor/bench" [stsproxy]="http://$sts/bench")
+	local order=(direct floor stsproxy)
+	if [[ -n $tuned ]]; then
+		url[floor-tuned]="http://$tuned/bench"
+		order+=(floor-tuned)
+	fi
+	local res=${BENCH_OUT:-$WORK/results}
+	mkdir -p "$res"
+	log "warming up each target (1 s)"
+	for t in "${order[@]}"; do
+		loadtest -url "${url[$t]}" -c "$CONNS" -d 1s >/dev/null
+	done
+	for r in $(seq "$ROUNDS"); do
+		for t in "${order[@]}"; do
+			log "round $r/$ROUNDS: $t for $DURATION with $CONNS connections"
+			loadtest -url "${url[$t]}" -c "$CONNS" -d "$DURATION" -json >"$res/$t-$r.json"
+		done
+	done
+	"$BIN/scenarios" report-compare "$res"
+	echo
+	echo "Each round: \`loadtest -url <target>/bench -c $CONNS -d $DURATION -json\`; stsproxy: \`stsproxy --local-sts --token-audience https://api.example.com --upstream-host <upstream> --upstream-scheme http\`; floorproxy and stsproxy both use a clone of http.DefaultTransport (MaxIdleConnsPerHost 2)."
+	# Stop this run's servers before any scenario starts its own.
+	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	PIDS=()
+}
+
+scenarios() {
+	header "scenario $1"
+	# shellcheck disable=SC2086 # SCENARIO_FLAGS is a list of flags
+	"$BIN/scenarios" -stsproxy "$BIN/stsproxy" -c "$CONNS" ${SCENARIO_FLAGS:-} "$1"
+}
+
+build
+case $cmd in
+compare) compare ;;
+all)
+	compare
+	scenarios all
+	;;
+*) scenarios "$cmd" ;;
+esac

@@ -1,0 +1,129 @@
+// Command scenarios drives stsproxy through fault scenarios that a shell
+// script cannot: it starts an ststest STS emulator in process, starts the
+// stsproxy binary against it (AWS_ENDPOINT_URL_STS), controls the
+// emulator's faults while loading the proxy with the load package, and
+// prints each result as a markdown table.
+//
+//	scenarios -stsproxy PATH [flags] cold|slow-refresh|outage-refresh|outage-hard|dynamic|all
+//	scenarios report-compare DIR
+//
+// Everything listens on and connects to loopback only, and every load is
+// bounded in requests and time. hack/bench/run.sh builds and runs it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the flags shared by the scenarios.
+type options struct {
+	stsproxy string
+	conns    int
+	interval time.Duration
+
+	coldRequests   int
+	coldSTSLatency time.Duration
+	slowDuration   time.Duration
+	slowLatency    time.Duration
+	outageDuration time.Duration
+	hardDuration   time.Duration
+	dynamicN       int
+	dynamicCache   int
+	dynamicAlg     string
+
+	command string // the command line, for the report
+	out     io.Writer
+	log     io.Writer
+}
+
+var scenarioFuncs = map[string]func(context.Context, *options) error{
+	"cold":           runCold,
+	"slow-refresh":   runSlowRefresh,
+	"outage-refresh": runOutageRefresh,
+	"outage-hard":    runOutageHard,
+	"dynamic":        runDynamic,
+}
+
+var scenarioOrder = []string{"cold", "slow-refresh", "outage-refresh", "outage-hard", "dynamic"}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "report-compare" {
+		if len(args) != 2 {
+			fmt.Fprintln(stderr, "usage: scenarios report-compare DIR")
+			return 2
+		}
+		if err := reportCompare(args[1], stdout); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
+	o := &options{out: stdout, log: stderr}
+	fs := flag.NewFlagSet("scenarios", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.stsproxy, "stsproxy", "", "path of the stsproxy binary (required)")
+	fs.IntVar(&o.conns, "c", 32, "connections for the steady loads")
+	fs.DurationVar(&o.interval, "interval", 250*time.Millisecond, "timeline interval")
+	fs.IntVar(&o.coldRequests, "cold-requests", 1000, "cold: concurrent first requests")
+	fs.DurationVar(&o.coldSTSLatency, "cold-sts-latency", 100*time.Millisecond, "cold: emulator latency, so requests pile up on the first fetch")
+	fs.DurationVar(&o.slowDuration, "slow-d", 20*time.Second, "slow-refresh: load duration")
+	fs.DurationVar(&o.slowLatency, "slow-latency", 2*time.Second, "slow-refresh: emulator latency")
+	fs.DurationVar(&o.outageDuration, "outage-d", 25*time.Second, "outage-refresh: load duration")
+	fs.DurationVar(&o.hardDuration, "hard-d", 10*time.Second, "outage-hard: load duration")
+	fs.IntVar(&o.dynamicN, "dynamic-n", 100_000, "dynamic: requests, each with a distinct host")
+	fs.IntVar(&o.dynamicCache, "dynamic-cache", 1024, "dynamic: --token-cache-size")
+	fs.StringVar(&o.dynamicAlg, "dynamic-alg", "RS256", "dynamic: --token-signing-algorithm (ES384 signs faster in the emulator)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if o.stsproxy == "" || fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: scenarios -stsproxy PATH [flags] "+strings.Join(scenarioOrder, "|")+"|all")
+		return 2
+	}
+	if o.conns < 1 || o.coldRequests < 1 || o.dynamicN < 1 || o.dynamicCache < 1 {
+		fmt.Fprintln(stderr, "scenarios: -c, -cold-requests, -dynamic-n and -dynamic-cache must be at least 1")
+		return 2
+	}
+	name := fs.Arg(0)
+	names := []string{name}
+	if name == "all" {
+		names = scenarioOrder
+	} else if scenarioFuncs[name] == nil {
+		fmt.Fprintf(stderr, "scenarios: unknown scenario %q; want %s or all\n", name, strings.Join(scenarioOrder, ", "))
+		return 2
+	}
+	o.command = "scenarios " + strings.Join(args, " ")
+	failed := false
+	for _, n := range names {
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(stderr, "scenarios: running %s\n", n)
+		if err := scenarioFuncs[n](ctx, o); err != nil {
+			fmt.Fprintf(stderr, "scenarios: %s: %v\n", n, err)
+			failed = true
+		}
+	}
+	if failed || ctx.Err() != nil {
+		return 1
+	}
+	return 0
+}
