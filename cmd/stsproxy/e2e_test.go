@@ -168,6 +168,20 @@ func startProxy(t *testing.T, sts *ststest.Server, args ...string) *proc {
 	}
 }
 
+// waitLog waits until the process has logged a line containing substr. The
+// child's stderr is copied asynchronously, so a record written before a
+// response was sent may still be in flight when the response arrives.
+func (p *proc) waitLog(t *testing.T, substr string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !strings.Contains(p.logs.String(), substr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log containing %q; logs:\n%s", substr, p.logs.String())
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval, bounded by the deadline
+	}
+}
+
 // wait waits for the process to exit and returns its exit code.
 func (p *proc) wait(t *testing.T) int {
 	t.Helper()
@@ -421,6 +435,7 @@ func TestE2EProxy(t *testing.T) {
 		}
 	})
 	t.Run("logs hold no token", func(t *testing.T) {
+		p.waitLog(t, `"msg":"request","method":"GET","path":"/a/b","target":"`+up.host()+`","status":200`)
 		logs := p.logs.String()
 		require.NotEmpty(t, jwts)
 		for _, j := range jwts {
@@ -446,7 +461,7 @@ func TestE2ETokenUnavailable(t *testing.T) {
 	assert.Equal(t, "token unavailable\n", body)
 	_, hits := up.lastRequest()
 	assert.Zero(t, hits, "upstream was called")
-	assert.Contains(t, p.logs.String(), `"level":"ERROR","msg":"token unavailable"`)
+	p.waitLog(t, `"level":"ERROR","msg":"token unavailable"`)
 	assert.Contains(t, p.logs.String(), "AccessDenied")
 
 	status, _ = get(t, c, "http://"+p.metricsAddr+"/readyz", nil)
@@ -510,11 +525,7 @@ func TestE2EGracefulShutdown(t *testing.T) {
 		t.Fatal("request did not reach the upstream")
 	}
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	deadline := time.Now().Add(waitTimeout)
-	for !strings.Contains(p.logs.String(), `"msg":"shutting down"`) {
-		require.True(t, time.Now().Before(deadline), "no shutting down record; logs:\n%s", p.logs.String())
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	p.waitLog(t, `"msg":"shutting down"`)
 	close(release)
 	var r result
 	select {
@@ -577,5 +588,5 @@ func TestE2EMissingRegion(t *testing.T) {
 	}
 	p := startBinary(t, env, "--listen-addr", "127.0.0.1:0", "--metrics-listen-addr", "127.0.0.1:0")
 	assert.Equal(t, 1, p.wait(t))
-	assert.Contains(t, p.logs.String(), "no AWS Region configured: set AWS_REGION")
+	p.waitLog(t, "no AWS Region configured: set AWS_REGION")
 }
