@@ -37,6 +37,7 @@ const (
 // and the environment.
 type flagKind int
 
+// The flag kinds.
 const (
 	kindString    flagKind = iota // last value wins
 	kindBool                      // a boolean switch: --x, --x=false
@@ -131,6 +132,7 @@ func (c *config) routeByRequestHost() bool {
 // usageError is a configuration error: run prints it with usage and exits 2.
 type usageError struct{ msg string }
 
+// Error returns the message, which names the flag, env var and valid range.
 func (e *usageError) Error() string { return e.msg }
 
 // invalid returns the usageError for a bad value, naming the flag and its env
@@ -146,6 +148,7 @@ type rawValue struct {
 	vals []string
 }
 
+// String returns the values joined by commas, for messages.
 func (v *rawValue) String() string {
 	if v == nil {
 		return ""
@@ -153,6 +156,8 @@ func (v *rawValue) String() string {
 	return strings.Join(v.vals, ",")
 }
 
+// Set records a value from the command line; it never fails, because
+// validation reports errors with the flag and env var names.
 func (v *rawValue) Set(s string) error {
 	switch v.spec.kind {
 	case kindList:

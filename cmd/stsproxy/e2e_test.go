@@ -577,6 +577,16 @@ func TestE2ETokenCommand(t *testing.T) {
 	assert.NotContains(t, p.logs.String(), token)
 }
 
+func TestE2ETokenCommandLocalSTS(t *testing.T) {
+	t.Parallel()
+	p := startBinary(t, []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TOKEN_AUDIENCE=https://local.example"}, "token", "--local-sts")
+	require.Equal(t, 0, p.wait(t), "logs:\n%s", p.logs.String())
+	token := strings.TrimSpace(p.stdout.String())
+	assert.Len(t, strings.Split(token, "."), 3, "not a JWT")
+	assert.Contains(t, p.logs.String(), "local development only")
+	assert.NotContains(t, p.logs.String(), token)
+}
+
 func TestE2EMissingRegion(t *testing.T) {
 	t.Parallel()
 	sts := newSTS(t)

@@ -15,6 +15,8 @@ import (
 	"syscall"
 )
 
+// main is a thin shell around run, so everything but signal wiring and the
+// process exit is testable.
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)

@@ -41,6 +41,8 @@ type requestState struct {
 // stateKey is the context key of the *requestState.
 type stateKey struct{}
 
+// stateFrom returns the request's state, or a throwaway one if the
+// request did not come through ServeHTTP, so hooks never see nil.
 func stateFrom(ctx context.Context) *requestState {
 	st, _ := ctx.Value(stateKey{}).(*requestState)
 	if st == nil {
@@ -115,6 +117,8 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
+// modifyResponse records the upstream status for the access log, which
+// otherwise cannot see a 101 written on a hijacked connection.
 func (p *proxy) modifyResponse(res *http.Response) error {
 	stateFrom(res.Request.Context()).status = res.StatusCode
 	return nil
@@ -370,6 +374,7 @@ type statusWriter struct {
 	status int
 }
 
+// WriteHeader records the first final status and passes it on.
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
 		w.status = code
@@ -377,6 +382,7 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write records an implicit 200 and passes the bytes on.
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK

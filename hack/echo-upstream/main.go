@@ -25,6 +25,7 @@ import (
 	"time"
 )
 
+// main is a thin shell around run, which tests can drive.
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
