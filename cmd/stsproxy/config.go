@@ -53,6 +53,7 @@ type flagSpec struct {
 	kind  flagKind
 	def   string // shown in usage; applied by validation, not by flag
 	usage string
+	noEnv bool // read from the command line only
 }
 
 // env returns the environment variable for the flag: upper snake case of its
@@ -75,8 +76,8 @@ var flagSpecs = []flagSpec{
 	{name: "upstream-timeout", def: defaultUpstreamTimeout.String(), usage: "how long to wait for upstream response headers, more than 0"},
 	{name: "token-audience", kind: kindList, usage: "token audience (repeatable; env is a comma list); unset derives <scheme>://<host> per request"},
 	{name: "token-signing-algorithm", def: stsauth.RS256, usage: "token signing algorithm: RS256 or ES384"},
-	{name: "token-duration", def: "1h0m0s", usage: "requested token lifetime, 60s to 1h"},
-	{name: "token-refresh-skew", def: "5m0s", usage: "refresh a token this long before it expires, more than 0 and less than --token-duration"},
+	{name: "token-duration", def: "1h", usage: "requested token lifetime, 60s to 1h"},
+	{name: "token-refresh-skew", def: "5m", usage: "refresh a token this long before it expires, more than 0 and less than --token-duration"},
 	{name: "token-tag", kind: kindList, usage: "session tag key=value added to every token (repeatable; env TOKEN_TAGS is a comma list)"},
 	{name: "token-cache-size", def: strconv.Itoa(stsauth.DefaultCacheSize), usage: "how many audience sets to cache tokens for, at least 1"},
 	{name: "log-level", def: "info", usage: "log level: debug, info, warn or error"},
@@ -88,7 +89,9 @@ var flagSpecs = []flagSpec{
 	{name: "metrics-path", def: defaultMetricsPath, usage: "path of the metrics endpoint, starting with /"},
 	{name: "shutdown-timeout", def: defaultShutdownTimeout.String(), usage: "how long in-flight requests may take to finish on shutdown, more than 0"},
 	{name: "local-sts", kind: kindBool, def: "false", usage: "start an in-process STS emulator on loopback (local development only)"},
-	{name: "version", kind: kindBool, def: "false", usage: "print the version and exit"},
+	// --version has no env var: VERSION is commonly set in container
+	// images to something else, which must not break or alter startup.
+	{name: "version", kind: kindBool, def: "false", usage: "print the version and exit", noEnv: true},
 }
 
 // config is the validated configuration of one run.
@@ -219,7 +222,7 @@ func parseConfig(args []string, getenv func(string) string) (*config, error) {
 	visited := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { visited[f.Name] = true })
 	for _, s := range flagSpecs {
-		if visited[s.name] {
+		if visited[s.name] || s.noEnv {
 			continue
 		}
 		if e := getenv(s.env()); e != "" {
@@ -491,7 +494,11 @@ func writeUsage(w io.Writer) {
 		if s.kind == kindBool {
 			arg = ""
 		}
-		fmt.Fprintf(w, "  --%s%s (env %s)\n    \t%s", s.name, arg, s.env(), s.usage)
+		env := " (env " + s.env() + ")"
+		if s.noEnv {
+			env = ""
+		}
+		fmt.Fprintf(w, "  --%s%s%s\n    \t%s", s.name, arg, env, s.usage)
 		if s.def != "" {
 			fmt.Fprintf(w, " (default %s)", s.def)
 		}

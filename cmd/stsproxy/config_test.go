@@ -128,6 +128,8 @@ func TestParseConfigValid(t *testing.T) {
 			}},
 		{"ipv6 pinned host", []string{"--upstream-host", "[2001:db8::1]:443"}, nil,
 			func(t *testing.T, c *config) { assert.Equal(t, "[2001:db8::1]:443", c.upstreamHost) }},
+		{"VERSION env ignored", nil, map[string]string{"VERSION": "1.2.3"},
+			func(t *testing.T, c *config) { assert.False(t, c.version) }},
 		{"version", []string{"--version", "--token-duration", "2h"}, nil,
 			func(t *testing.T, c *config) { assert.True(t, c.version) }},
 	}

@@ -33,9 +33,8 @@ const (
 // ModifyResponse and ErrorHandler hooks of the ReverseProxy, which see only
 // the request.
 type requestState struct {
-	target      string // upstream host[:port]
-	status      int    // status of the upstream response, set by ModifyResponse
-	tokenFailed bool   // the token could not be had; set by ErrorHandler
+	target string // upstream host[:port]
+	status int    // status of the upstream response, set by ModifyResponse
 }
 
 // stateKey is the context key of the *requestState.
@@ -134,7 +133,6 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	var netErr net.Error
 	switch {
 	case errors.As(err, &tokErr):
-		st.tokenFailed = true
 		p.log.Error("token unavailable", "target", st.target, "error", err.Error())
 		http.Error(w, strings.TrimSuffix(bodyTokenUnavailable, "\n"), http.StatusBadGateway)
 	case errors.Is(err, stsauth.ErrHostNotAllowed):
