@@ -206,10 +206,14 @@ type entry struct {
 	// it makes "exactly one refresh" a CompareAndSwap.
 	refreshing atomic.Bool
 
-	mu       sync.Mutex // guards failures, retryAt, lastErr
+	// retryAt is when the backoff after the last failed fetch ends, in
+	// Unix nanoseconds; 0 after a success. Atomic, so that a hit in the
+	// refresh window checks it without taking mu.
+	retryAt atomic.Int64
+
+	mu       sync.Mutex // guards failures and lastErr
 	failures int
-	retryAt  time.Time // no STS call for this set before then
-	lastErr  error     // the last fetch error, while failures > 0
+	lastErr  error // the last fetch error, while failures > 0
 }
 
 // cached is one token and the moments that govern it, immutable once stored.
@@ -279,7 +283,7 @@ func (ts *TokenSource) newEntry(aud Audience) *entry {
 // callers, unless the last failure's backoff is still running.
 func (ts *TokenSource) fetchWait(ctx context.Context, e *entry) (Token, error) {
 	e.mu.Lock()
-	if e.lastErr != nil && ts.now().Before(e.retryAt) {
+	if e.lastErr != nil && ts.now().UnixNano() < e.retryAt.Load() {
 		err := e.lastErr
 		e.mu.Unlock()
 		return Token{}, &TokenError{Audience: e.aud, Err: err}
@@ -313,10 +317,7 @@ func (ts *TokenSource) refreshAhead(e *entry, now time.Time) {
 	if e.refreshing.Load() {
 		return
 	}
-	e.mu.Lock()
-	wait := e.failures > 0 && now.Before(e.retryAt)
-	e.mu.Unlock()
-	if wait || !e.refreshing.CompareAndSwap(false, true) {
+	if now.UnixNano() < e.retryAt.Load() || !e.refreshing.CompareAndSwap(false, true) {
 		return
 	}
 	ok := ts.goTracked(func() {
@@ -396,7 +397,8 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) 
 
 	c := ts.newCached(e.aud, *out.WebIdentityToken, *out.Expiration, now)
 	e.mu.Lock()
-	e.failures, e.retryAt, e.lastErr = 0, time.Time{}, nil
+	e.failures, e.lastErr = 0, nil
+	e.retryAt.Store(0)
 	e.mu.Unlock()
 	e.state.Store(c)
 	return c, nil
@@ -434,7 +436,7 @@ func (ts *TokenSource) recordFailure(e *entry, now time.Time, err error) {
 	if e.failures <= 16 {
 		window = min(backoffMax, backoffBase<<(e.failures-1))
 	}
-	e.retryAt = now.Add(max(backoffMin, ts.jitter(window)))
+	e.retryAt.Store(now.Add(max(backoffMin, ts.jitter(window))).UnixNano())
 	e.lastErr = err
 	failures := e.failures
 	e.mu.Unlock()
