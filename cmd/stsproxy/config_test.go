@@ -158,7 +158,7 @@ func TestParseConfigInvalid(t *testing.T) {
 		{"upstream scheme", []string{"--upstream-host", "https://x"}, nil,
 			`invalid --upstream-host/UPSTREAM_HOST "https://x": want host[:port] without a scheme; set the scheme with --upstream-scheme/UPSTREAM_SCHEME`},
 		{"upstream path", nil, map[string]string{"UPSTREAM_HOST": "x.example/p"}, `invalid --upstream-host/UPSTREAM_HOST "x.example/p": want host[:port]: must not include a path`},
-		{"upstream port", []string{"--upstream-host", "x:0"}, nil, `invalid --upstream-host/UPSTREAM_HOST "x:0": want host[:port]: port must be 1 to 65535`},
+		{"upstream port", []string{"--upstream-host", "x:0"}, nil, `invalid --upstream-host/UPSTREAM_HOST "x:0": want host[:port]: port "0", want a number from 1 to 65535`},
 		{"upstream imds", []string{"--upstream-host", "169.254.169.254"}, nil, `invalid --upstream-host/UPSTREAM_HOST "169.254.169.254": want a host other than a link-local`},
 		{"upstream not allowed", []string{"--upstream-host", "x.example", "--allowed-hosts", "y.example"}, nil,
 			`invalid --upstream-host/UPSTREAM_HOST "x.example": want a host that --allowed-hosts/ALLOWED_HOSTS allows`},

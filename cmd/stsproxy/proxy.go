@@ -10,7 +10,6 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -71,15 +70,20 @@ func newBaseTransport(cfg *config) *http.Transport {
 	d := &net.Dialer{
 		Timeout:   30 * time.Second,
 		KeepAlive: 30 * time.Second,
-		Control: func(_, address string, _ syscall.RawConn) error {
-			if ap, err := netip.ParseAddrPort(address); err == nil && forbiddenAddr(ap.Addr()) {
-				return fmt.Errorf("stsproxy: refusing to connect to link-local address %s", ap.Addr())
-			}
-			return nil
-		},
+		Control:   refuseMetadataAddr,
 	}
 	base.DialContext = d.DialContext
 	return base
+}
+
+// refuseMetadataAddr is the dialer's Control hook: it runs after name
+// resolution and before connect, and refuses an address that
+// [stsauth.IsMetadataHost] refuses, whatever name led to it.
+func refuseMetadataAddr(_, address string, _ syscall.RawConn) error {
+	if ap, err := netip.ParseAddrPort(address); err == nil && stsauth.IsMetadataHost(ap.Addr().String()) {
+		return fmt.Errorf("stsproxy: refusing to connect to link-local or instance metadata address %s", ap.Addr())
+	}
+	return nil
 }
 
 // newProxy returns the proxy handler, sending through rt (which attaches the
@@ -227,9 +231,38 @@ func (p *proxy) route(r *http.Request) (target string, status int, msg string) {
 
 // checkHostPort checks that v is a bare host[:port]: a DNS name, IPv4
 // address or bracketed IPv6 address, with an optional port 1 to 65535, and
-// nothing else (no scheme, path, userinfo, white space or control
-// characters). The error says what is wrong, without echoing v.
+// nothing else. The split and the port rule are [stsauth.SplitHostPort]'s;
+// on top of it the proxy is stricter, because v comes from a client and
+// becomes a URL host: no control characters, white space or non-ASCII, no
+// scheme, userinfo, path, query or fragment, at most [maxHostLength]
+// characters, IPv6 only in brackets and without a zone, and host names of
+// letters, digits, '-', '_' and '.'. The error says what is wrong; it quotes
+// at most the port or the bracketed address (the library's messages), and
+// only once they are known to be short printable ASCII.
 func checkHostPort(v string) error {
+	if err := checkRawHost(v); err != nil {
+		return err
+	}
+	host, _, err := stsauth.SplitHostPort(v)
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(v, "[") {
+		if strings.IndexByte(host, '%') >= 0 {
+			return errors.New("invalid IPv6 address in brackets: zones are not allowed")
+		}
+		return nil
+	}
+	if strings.IndexByte(host, ':') >= 0 {
+		return errors.New("IPv6 address must be in brackets")
+	}
+	return checkHostName(host)
+}
+
+// checkRawHost holds the proxy's checks of a client-supplied host[:port]
+// that [stsauth.SplitHostPort] does not make: length, character set, and no
+// scheme, userinfo, path, query or fragment.
+func checkRawHost(v string) error {
 	switch {
 	case v == "":
 		return errors.New("empty host")
@@ -237,8 +270,7 @@ func checkHostPort(v string) error {
 		return fmt.Errorf("longer than %d characters", maxHostLength)
 	}
 	for i := 0; i < len(v); i++ {
-		c := v[i]
-		switch {
+		switch c := v[i]; {
 		case c < 0x20 || c == 0x7f:
 			return errors.New("contains a control character")
 		case c == ' ':
@@ -257,59 +289,15 @@ func checkHostPort(v string) error {
 	case strings.ContainsAny(v, "?#"):
 		return errors.New("must not include a query or fragment")
 	}
-	host, port := v, ""
-	if strings.HasPrefix(v, "[") {
-		end := strings.IndexByte(v, ']')
-		if end < 0 {
-			return errors.New("unbalanced IPv6 brackets")
-		}
-		host, port = v[1:end], v[end+1:]
-		if port != "" {
-			if !strings.HasPrefix(port, ":") {
-				return errors.New("unexpected text after IPv6 address")
-			}
-			port = port[1:]
-			if port == "" {
-				return errors.New("empty port")
-			}
-		}
-		a, err := netip.ParseAddr(host)
-		if err != nil || !a.Is6() || a.Zone() != "" {
-			return errors.New("invalid IPv6 address in brackets")
-		}
-	} else {
-		if strings.ContainsAny(v, "[]") {
-			return errors.New("unbalanced IPv6 brackets")
-		}
-		switch strings.Count(v, ":") {
-		case 0:
-		case 1:
-			host, port, _ = strings.Cut(v, ":")
-			if port == "" {
-				return errors.New("empty port")
-			}
-		default:
-			return errors.New("IPv6 address must be in brackets")
-		}
-		if host == "" {
-			return errors.New("empty host")
-		}
-		if err := checkHostName(host); err != nil {
-			return err
-		}
-	}
-	if port != "" {
-		n, err := strconv.Atoi(port)
-		if err != nil || n < 1 || n > 65535 || strings.TrimLeft(port, "0123456789") != "" {
-			return errors.New("port must be 1 to 65535")
-		}
-	}
 	return nil
 }
 
 // checkHostName checks a DNS name or IPv4 address: letters, digits, '-',
 // '_' and '.', with no empty label.
 func checkHostName(h string) error {
+	if h == "" {
+		return errors.New("empty host")
+	}
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' {
@@ -323,45 +311,40 @@ func checkHostName(h string) error {
 	return nil
 }
 
-// forbiddenHost reports whether a host[:port] names a link-local or EC2
-// instance metadata target: 169.254.0.0/16, fe80::/10, fd00:ec2::254, or an
-// instance-data name. Tokens must never be sent there.
+// forbiddenHost reports whether a host[:port] names a target tokens must
+// never be sent to: whatever [stsauth.IsMetadataHost] refuses (link-local,
+// fd00:ec2::254, instance-data names), and, stricter than the library, an
+// IP literal written with a trailing dot ("169.254.169.254."), link-local
+// multicast, and any name under instance-data.
 func forbiddenHost(hostport string) bool {
-	h := hostport
-	if hh, _, err := net.SplitHostPort(hostport); err == nil {
-		h = hh
+	h, _, err := stsauth.SplitHostPort(hostport)
+	if err != nil {
+		h = hostport
 	}
-	h = strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
-	if a, err := netip.ParseAddr(h); err == nil {
-		return forbiddenAddr(a)
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "" {
+		return false
 	}
-	return h == "instance-data" || strings.HasPrefix(h, "instance-data.")
+	if stsauth.IsMetadataHost(h) || strings.HasPrefix(h, "instance-data.") {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.Unmap().IsLinkLocalMulticast()
 }
 
 // withDefaultPort returns hostport with the scheme's default port added if it
 // has none, because [stsauth.AllowedHosts] matches a port-less host only
 // against port-less patterns, while the transport checks the effective port.
 func withDefaultPort(hostport, scheme string) string {
-	if _, _, err := net.SplitHostPort(hostport); err == nil {
+	host, port, err := stsauth.SplitHostPort(hostport)
+	if err != nil || port != "" {
 		return hostport
 	}
-	port := "443"
+	port = "443"
 	if scheme == "http" {
 		port = "80"
 	}
-	if strings.Contains(hostport, ":") && !strings.HasPrefix(hostport, "[") {
-		hostport = "[" + hostport + "]"
-	}
-	return hostport + ":" + port
-}
-
-// imdsIPv6 is the EC2 instance metadata service's IPv6 address.
-var imdsIPv6 = netip.MustParseAddr("fd00:ec2::254")
-
-// forbiddenAddr reports whether a is link-local or the IMDS IPv6 address.
-func forbiddenAddr(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a == imdsIPv6
+	return net.JoinHostPort(host, port)
 }
 
 // statusWriter records the status written to a ResponseWriter. Unwrap lets

@@ -39,20 +39,21 @@ func TestCheckHostPort(t *testing.T) {
 		{"x\x00", "contains a control character"},
 		{"x\x7f", "contains a control character"},
 		{"é.example", "non-ASCII"},
-		{"x.example:", "empty port"},
-		{"x.example:0", "port must be 1 to 65535"},
-		{"x.example:65536", "port must be 1 to 65535"},
-		{"x.example:+80", "port must be 1 to 65535"},
-		{"x.example:http", "port must be 1 to 65535"},
+		{"x.example:", `port "", want a number from 1 to 65535`},
+		{"x.example:0", `port "0", want a number from 1 to 65535`},
+		{"x.example:65536", `port "65536", want a number from 1 to 65535`},
+		{"x.example:+80", `port "+80", want a number from 1 to 65535`},
+		{"x.example:http", `port "http", want a number from 1 to 65535`},
+		{"x.example:080", `port "080", want a number from 1 to 65535`},
 		{":80", "empty host"},
 		{"[::1", "unbalanced IPv6 brackets"},
 		{"::1]", "unbalanced IPv6 brackets"},
 		{"x]", "unbalanced IPv6 brackets"},
 		{"::1", "IPv6 address must be in brackets"},
-		{"[::1]x", "unexpected text after IPv6 address"},
-		{"[::1]:", "empty port"},
-		{"[127.0.0.1]", "invalid IPv6 address"},
-		{"[fe80::1%eth0]", "invalid IPv6 address"},
+		{"[::1]x", "unexpected text after the IPv6 address"},
+		{"[::1]:", `port "", want a number from 1 to 65535`},
+		{"[127.0.0.1]", "in brackets is not an IPv6 address"},
+		{"[fe80::1%eth0]", "zones are not allowed"},
 		{"a..b", "empty label"},
 		{".a", "empty label"},
 		{"a*b", "invalid character"},
@@ -67,11 +68,23 @@ func TestCheckHostPort(t *testing.T) {
 
 func TestForbiddenHost(t *testing.T) {
 	t.Parallel()
-	for _, h := range []string{"169.254.169.254", "169.254.0.1:80", "[fd00:ec2::254]", "[fd00:ec2::254]:80", "[fe80::1]", "instance-data", "INSTANCE-DATA.ec2.internal.", "[::ffff:169.254.169.254]"} {
+	for _, h := range []string{"169.254.169.254", "169.254.0.1:80", "[fd00:ec2::254]", "[fd00:ec2::254]:80", "[fe80::1]", "instance-data", "INSTANCE-DATA.ec2.internal.", "[::ffff:169.254.169.254]", "169.254.169.254.", "[ff02::1]", "224.0.0.1", "instance-data.example"} {
 		assert.True(t, forbiddenHost(h), h)
 	}
 	for _, h := range []string{"127.0.0.1", "api.example.com", "[::1]:80", "instance-database.example"} {
 		assert.False(t, forbiddenHost(h), h)
+	}
+}
+
+// TestRefuseMetadataAddr calls the dialer hook directly, so a broken check
+// cannot send a packet off loopback.
+func TestRefuseMetadataAddr(t *testing.T) {
+	t.Parallel()
+	for _, a := range []string{"169.254.169.254:80", "[fd00:ec2::254]:80", "[fe80::1%eth0]:443", "[::ffff:169.254.1.1]:80"} {
+		assert.Error(t, refuseMetadataAddr("tcp4", a, nil), a)
+	}
+	for _, a := range []string{"127.0.0.1:80", "[::1]:443", "10.0.0.1:8080"} {
+		assert.NoError(t, refuseMetadataAddr("tcp", a, nil), a)
 	}
 }
 
@@ -81,6 +94,7 @@ func TestWithDefaultPort(t *testing.T) {
 	assert.Equal(t, "a:80", withDefaultPort("a", "http"))
 	assert.Equal(t, "a:8", withDefaultPort("a:8", "http"))
 	assert.Equal(t, "[::1]:443", withDefaultPort("[::1]", "https"))
+	assert.Equal(t, "[::1]:8", withDefaultPort("[::1]:8", "https"))
 }
 
 // timeoutErr is a net.Error that reports a timeout, like the transport's
