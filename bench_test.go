@@ -74,6 +74,9 @@ func (c constantHeader) RoundTrip(req *http.Request) (*http.Response, error) {
 	return c.base.RoundTrip(out)
 }
 
+// BenchmarkRoundTrip compares Transport with a cached token against the floor
+// in one run. The sub-benchmark names are benchstat keys:
+// "benchstat -col /rt" prints the ratios.
 func BenchmarkRoundTrip(b *testing.B) {
 	ts := benchSource(b)
 	tok, _ := ts.Token(context.Background(), apiAudience)
@@ -82,8 +85,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 		rt   http.RoundTripper
 	}{
 		{"floor", constantHeader{base: nopBase, value: tok.bearer}},
-		{"stsauth", &Transport{Source: ts, Audience: FixedAudience(apiAudience), Base: nopBase}},
-		{"stsauth-host-audience", &Transport{Source: ts, Base: nopBase}},
+		{"static-audience", &Transport{Source: ts, Audience: FixedAudience(apiAudience), Base: nopBase}},
+		{"host-audience", &Transport{Source: ts, Base: nopBase}},
 	}
 	newReq := func() *http.Request {
 		req, _ := http.NewRequest(http.MethodGet, "https://api.example.com/v1/things", nil)
@@ -93,7 +96,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		return req
 	}
 	for _, tr := range transports {
-		b.Run(tr.name+"/serial", func(b *testing.B) {
+		b.Run("mode=serial/rt="+tr.name, func(b *testing.B) {
 			req := newReq()
 			b.ReportAllocs()
 			for b.Loop() {
@@ -104,7 +107,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 	for _, tr := range transports {
-		b.Run(tr.name+"/parallel", func(b *testing.B) {
+		b.Run("mode=parallel/rt="+tr.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				req := newReq()
