@@ -177,7 +177,9 @@ compare() {
 scenarios() {
 	header "scenario $1"
 	# shellcheck disable=SC2086 # SCENARIO_FLAGS is a list of flags
-	"$BIN/scenarios" -stsproxy "$BIN/stsproxy" -c "$CONNS" ${SCENARIO_FLAGS:-} "$1"
+	"$BIN/scenarios" -stsproxy "$BIN/stsproxy" -c "$CONNS" \
+		-command "hack/bench/run.sh $1 (BENCH_CONNS=$CONNS SCENARIO_FLAGS='${SCENARIO_FLAGS:-}')" \
+		${SCENARIO_FLAGS:-} "$1"
 }
 
 build

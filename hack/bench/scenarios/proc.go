@@ -192,6 +192,7 @@ func (p *proxyProc) waitReady(timeout time.Duration) error {
 // each metric name (labels ignored), and the number of samples.
 type metrics struct {
 	sums    map[string]float64
+	counts  map[string]int // samples by name
 	samples int
 	bytes   int
 }
@@ -213,7 +214,7 @@ func (p *proxyProc) scrape() (*metrics, error) {
 }
 
 func parseMetrics(body string) *metrics {
-	m := &metrics{sums: map[string]float64{}, bytes: len(body)}
+	m := &metrics{sums: map[string]float64{}, counts: map[string]int{}, bytes: len(body)}
 	for line := range strings.SplitSeq(body, "\n") {
 		if line == "" || line[0] == '#' {
 			continue
@@ -231,6 +232,7 @@ func parseMetrics(body string) *metrics {
 			continue
 		}
 		m.sums[name] += v
+		m.counts[name]++
 		m.samples++
 	}
 	return m
@@ -275,6 +277,18 @@ func sampleRSS(pid int, interval time.Duration) *rssSampler {
 		}
 	}()
 	return s
+}
+
+// Every returns every n-th sample, in kB, and the last one.
+func (s *rssSampler) Every(n int) []int {
+	var out []int
+	for i := 0; i < len(s.samples); i += n {
+		out = append(out, s.samples[i])
+	}
+	if len(s.samples) > 0 && (len(s.samples)-1)%n != 0 {
+		out = append(out, s.samples[len(s.samples)-1])
+	}
+	return out
 }
 
 // Stop ends sampling and returns the first, peak and last samples in kB.

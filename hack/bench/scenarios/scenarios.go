@@ -144,7 +144,7 @@ func (r *rig) url() string { return "http://" + r.proxy.Addr + "/bench" }
 // once with a fixed audience (which the proxy also prefetches at start) and
 // once with an audience derived from --upstream-host (nothing prefetched).
 func runCold(ctx context.Context, o *options) error {
-	rep := &report{title: fmt.Sprintf("cold: %d concurrent first requests, emulator latency %v", o.coldRequests, o.coldSTSLatency), command: o.command + " (cold)"}
+	rep := &report{title: fmt.Sprintf("cold: %d concurrent first requests, emulator latency %v", o.coldRequests, o.coldSTSLatency), command: o.command}
 	variants := []struct {
 		name string
 		args func(string) []string
@@ -222,7 +222,7 @@ func runSlowRefresh(ctx context.Context, o *options) error {
 	in := res.Select(during)
 	out := res.Select(func(s time.Duration) bool { return !during(s) })
 
-	rep := &report{title: fmt.Sprintf("slow-refresh: emulator latency %v, --token-duration 60s --token-refresh-skew 50s, %d conns for %v", o.slowLatency, o.conns, o.slowDuration), command: o.command + " (slow-refresh)"}
+	rep := &report{title: fmt.Sprintf("slow-refresh: emulator latency %v, --token-duration 60s --token-refresh-skew 50s, %d conns for %v", o.slowLatency, o.conns, o.slowDuration), command: o.command}
 	var offs []string
 	for _, c := range refreshes {
 		offs = append(offs, fmt.Sprintf("%.2fs", c.Seconds()))
@@ -278,7 +278,7 @@ func runOutageRefresh(ctx context.Context, o *options) error {
 	}
 	m, merr := r.proxy.scrape()
 
-	rep := &report{title: fmt.Sprintf("outage-refresh: FailAll(InternalFailure) after the first fetch, --token-duration 60s --token-refresh-skew 50s, %d conns for %v", o.conns, o.outageDuration), command: o.command + " (outage-refresh)"}
+	rep := &report{title: fmt.Sprintf("outage-refresh: FailAll(InternalFailure) after the first fetch, --token-duration 60s --token-refresh-skew 50s, %d conns for %v", o.conns, o.outageDuration), command: o.command}
 	rep.add("requests, failures", fmt.Sprintf("%d at %.0f req/s, %d failed (%s)", res.Total, res.RPS(), res.Errors(), statuses(res)), "0 failed", ptr(res.Errors() == 0))
 	rep.add("latency", lat(res.Latency), "", nil)
 	var offs []string
@@ -301,6 +301,20 @@ func runOutageRefresh(ctx context.Context, o *options) error {
 	return nil
 }
 
+// topFamilies lists the n metric names with the most samples.
+func topFamilies(m *metrics, n int) string {
+	if m == nil {
+		return "(no scrape)"
+	}
+	names := slices.Collect(maps.Keys(m.counts))
+	slices.SortFunc(names, func(a, b string) int { return m.counts[b] - m.counts[a] })
+	var parts []string
+	for _, name := range names[:min(n, len(names))] {
+		parts = append(parts, fmt.Sprintf("%s %d", name, m.counts[name]))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func fmtF(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
 // runOutageHard fails every STS call with AccessDenied before the proxy
@@ -320,7 +334,7 @@ func runOutageHard(ctx context.Context, o *options) error {
 	}
 	total := r.sts.Calls()
 	m, merr := r.proxy.scrape()
-	rep := &report{title: fmt.Sprintf("outage-hard: FailAll(AccessDenied) before start, %d conns for %v", o.conns, o.hardDuration), command: o.command + " (outage-hard)"}
+	rep := &report{title: fmt.Sprintf("outage-hard: FailAll(AccessDenied) before start, %d conns for %v", o.conns, o.hardDuration), command: o.command}
 	rep.add("responses", fmt.Sprintf("%d at %.0f req/s (%s)", res.Total, res.RPS(), statuses(res)), "all 502", ptr(res.Status[http.StatusBadGateway] == res.Total))
 	rep.add("failure latency", lat(res.ErrLatency), "prompt (ms)", ptr(res.ErrLatency.P99 < 50*time.Millisecond))
 	rate := float64(len(at)) / res.Elapsed.Seconds()
@@ -369,7 +383,7 @@ func runDynamic(ctx context.Context, o *options) error {
 		return err
 	}
 	m1, merr := r.proxy.scrape()
-	rep := &report{title: fmt.Sprintf("dynamic: %d requests with distinct host-derived audiences, --token-cache-size %d, %s, %d conns", o.dynamicN, o.dynamicCache, o.dynamicAlg, o.conns), command: o.command + " (dynamic)"}
+	rep := &report{title: fmt.Sprintf("dynamic: %d requests with distinct host-derived audiences, --token-cache-size %d, %s, %d conns", o.dynamicN, o.dynamicCache, o.dynamicAlg, o.conns), command: o.command}
 	rep.add("requests, failures", fmt.Sprintf("%d in %.1fs (%.0f req/s), %d failed (%s)", res.Total, res.Elapsed.Seconds(), res.RPS(), res.Errors(), statuses(res)), "0 failed", ptr(res.Errors() == 0 && res.Total == int64(o.dynamicN)))
 	rep.add("latency", lat(res.Latency), "", nil)
 	rep.add("proxy RSS start / peak / end", fmt.Sprintf("%.1f / %.1f / %.1f MiB", float64(first)/1024, float64(peak)/1024, float64(last)/1024), "bounded", nil)
@@ -378,10 +392,21 @@ func runDynamic(ctx context.Context, o *options) error {
 		ev := m1.sums["token_cache_eviction_count_total"]
 		rep.add("token_cache_eviction_count_total", fmtF(ev), fmt.Sprintf("about %d", max(o.dynamicN-o.dynamicCache, 0)), nil)
 		rep.add("token_cached_audiences", fmtF(m1.sums["token_cached_audiences"]), fmt.Sprintf("<= %d", o.dynamicCache), nil)
-		rep.add("metrics exposition: samples, bytes (before -> after)", fmt.Sprintf("%d, %d -> %d, %d", m0.samples, m0.bytes, m1.samples, m1.bytes), "bounded (no per-audience series)", ptr(m1.samples < m0.samples+1000))
+		series := m1.counts["token_fetch_count_total"]
+		for _, name := range []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_heap_objects", "process_open_fds"} {
+			rep.add(name+" (before -> after)", fmtF(m0.sums[name])+" -> "+fmtF(m1.sums[name]), "", nil)
+		}
+		rep.add("token_fetch_count_total series (audience label values)", strconv.Itoa(series), "capped, far below the audience count", ptr(series < min(o.dynamicN/10, 1000)))
+		rep.add("metrics exposition: samples, bytes (before -> after)", fmt.Sprintf("%d, %d -> %d, %d", m0.samples, m0.bytes, m1.samples, m1.bytes), "bounded", nil)
 	} else {
 		rep.note("metrics scrape failed: %v", merr)
 	}
+	var trail []string
+	for _, kb := range rss.Every(20) {
+		trail = append(trail, fmt.Sprintf("%.0f", float64(kb)/1024))
+	}
+	rep.note("Proxy RSS every 5 s, MiB: %s", strings.Join(trail, " "))
+	rep.note("Largest metric families after the run (samples): %s", topFamilies(m1, 5))
 	var tl []string
 	for _, b := range res.Timeline {
 		tl = append(tl, fmt.Sprintf("%.0fs: n=%d p99=%s", b.Offset.Seconds(), b.Count, ms(b.P99)))
