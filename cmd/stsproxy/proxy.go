@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -57,6 +60,8 @@ type proxy struct {
 	log     *slog.Logger
 	rp      *httputil.ReverseProxy
 	metrics *proxyMetrics
+	viaName string // this instance's pseudonym in Via, "stsproxy-<8 hex>"
+	via     string // the Via value added to outbound requests
 }
 
 // newBaseTransport returns the transport that carries requests to upstreams:
@@ -89,7 +94,8 @@ func refuseMetadataAddr(_, address string, _ syscall.RawConn) error {
 // newProxy returns the proxy handler, sending through rt (which attaches the
 // token).
 func newProxy(cfg *config, rt http.RoundTripper, log *slog.Logger, m *proxyMetrics) *proxy {
-	p := &proxy{cfg: cfg, log: log, metrics: m}
+	p := &proxy{cfg: cfg, log: log, metrics: m, viaName: newViaName()}
+	p.via = "1.1 " + p.viaName
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      rt,
@@ -113,6 +119,9 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 	if p.cfg.hostHeader != hostHeaderRequestLine {
 		pr.Out.Header.Del(p.cfg.hostHeader)
 	}
+	// Mark the request as having passed through this instance, appending
+	// to any Via the client sent, so a request that comes back is caught.
+	pr.Out.Header.Add("Via", p.via)
 	if _, ok := pr.Out.Header["Authorization"]; ok {
 		// The transport replaces it; log that it happened, never its value.
 		p.log.Debug("replacing inbound Authorization header", "target", st.target)
@@ -180,6 +189,11 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"duration_ms", float64(elapsed.Microseconds())/1000)
 	}()
 
+	if p.seenBefore(r) {
+		p.log.Warn("loop detected: request already passed through this proxy", "via", p.viaName)
+		http.Error(rw, "loop detected: the request already passed through this proxy (Via: "+p.via+")", http.StatusLoopDetected)
+		return
+	}
 	target, status, msg := p.route(r)
 	st.target = target
 	if status != 0 {
@@ -220,6 +234,10 @@ func (p *proxy) route(r *http.Request) (target string, status int, msg string) {
 		return "", http.StatusBadRequest, "invalid " + name + " header: " + err.Error()
 	}
 	host = strings.ToLower(host)
+	if isSelf(r, host) {
+		p.log.Warn("loop detected: upstream host is this proxy", "target", host)
+		return host, http.StatusLoopDetected, "loop detected: " + name + " names this proxy's own address; set it to the upstream host"
+	}
 	if forbiddenHost(host) {
 		return host, http.StatusForbidden, fmt.Sprintf("upstream host %q is a link-local or instance metadata address", host)
 	}
@@ -227,6 +245,69 @@ func (p *proxy) route(r *http.Request) (target string, status int, msg string) {
 		return host, http.StatusForbidden, fmt.Sprintf("upstream host %q is not allowed", host)
 	}
 	return host, 0, ""
+}
+
+// newViaName returns a random pseudonym for this proxy instance, used as
+// the received-by part of its Via entries (RFC 9110, section 7.6.3). It is
+// per instance so that a chain of distinct proxies is not taken for a loop.
+func newViaName() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
+	return "stsproxy-" + hex.EncodeToString(b[:])
+}
+
+// seenBefore reports whether r already carries this instance's Via entry,
+// that is, it left this proxy once and came back: a forwarding loop.
+func (p *proxy) seenBefore(r *http.Request) bool {
+	for _, v := range r.Header.Values("Via") {
+		for entry := range strings.SplitSeq(v, ",") {
+			f := strings.Fields(entry) // "1.1 stsproxy-0a1b2c3d (comment)"
+			if len(f) >= 2 && f[1] == p.viaName {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isSelf reports whether host[:port] (already validated) names the address
+// the request arrived on, so forwarding to it would loop: the same port as
+// the connection's local address (the scheme's default port when host has
+// none), on "localhost", a loopback or unspecified IP, or the local IP
+// itself. Other names of this machine are caught on the second pass by
+// [proxy.seenBefore].
+func isSelf(r *http.Request, hostport string) bool {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	self, err := netip.ParseAddrPort(local.String())
+	if err != nil {
+		return false
+	}
+	host, port, err := stsauth.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if port == "" {
+		port = "80"
+		if r.TLS != nil {
+			port = "443"
+		}
+	}
+	if port != strconv.Itoa(int(self.Port())) {
+		return false
+	}
+	host = strings.TrimSuffix(host, ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	return ip.IsLoopback() || ip.IsUnspecified() || ip == self.Addr().Unmap()
 }
 
 // checkHostPort checks that v is a bare host[:port]: a DNS name, IPv4

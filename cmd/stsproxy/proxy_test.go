@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -266,3 +267,137 @@ func TestProxyRouteByHostLine(t *testing.T) {
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// newTestProxy returns a proxy for args whose upstream round trips go to rt.
+func newTestProxy(t *testing.T, rt http.RoundTripper, args ...string) *proxy {
+	t.Helper()
+	cfg, err := parseConfig(args, envOf(nil))
+	require.NoError(t, err)
+	pm, err := newProxyMetrics(noop.NewMeterProvider())
+	require.NoError(t, err)
+	return newProxy(cfg, rt, slog.New(slog.DiscardHandler), pm)
+}
+
+// okTransport answers every round trip with 204 and counts them.
+func okTransport(n *int) http.RoundTripper {
+	return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		*n++
+		return &http.Response{StatusCode: http.StatusNoContent, Body: http.NoBody, Header: http.Header{}, Request: r}, nil
+	})
+}
+
+// arrivedOn returns r as if it had arrived on a connection to local.
+func arrivedOn(r *http.Request, local string) *http.Request {
+	addr := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(local))
+	return r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, addr))
+}
+
+func TestProxyHostLineLoop(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		local, host string
+		loop        bool
+	}{
+		{"127.0.0.1:8080", "127.0.0.1:8080", true},
+		{"127.0.0.1:8080", "localhost:8080", true},
+		{"127.0.0.1:8080", "LOCALHOST.:8080", true},
+		{"127.0.0.1:8080", "app.localhost:8080", true},
+		{"127.0.0.1:8080", "[::1]:8080", true},
+		{"127.0.0.1:8080", "0.0.0.0:8080", true},
+		{"127.0.0.1:8080", "[::ffff:127.0.0.1]:8080", true},
+		{"10.1.2.3:8080", "10.1.2.3:8080", true},
+		{"127.0.0.1:80", "localhost", true},
+		{"[::1]:8080", "127.0.0.2:8080", true},
+		{"127.0.0.1:8080", "127.0.0.1:9000", false},
+		{"127.0.0.1:8080", "localhost", false},
+		{"10.1.2.3:8080", "10.1.2.4:8080", false},
+		{"127.0.0.1:8080", "target.example:8080", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.local+" "+tc.host, func(t *testing.T) {
+			t.Parallel()
+			var calls int
+			p := newTestProxy(t, okTransport(&calls), "--host-header", "Host", "--upstream-scheme", "http")
+			r := arrivedOn(httptest.NewRequest(http.MethodGet, "/", nil), tc.local)
+			r.Host = tc.host
+			w := httptest.NewRecorder()
+			p.ServeHTTP(w, r)
+			if !tc.loop {
+				assert.Equal(t, http.StatusNoContent, w.Code, w.Body.String())
+				assert.Equal(t, 1, calls)
+				return
+			}
+			assert.Equal(t, http.StatusLoopDetected, w.Code)
+			assert.Equal(t, "loop detected: Host names this proxy's own address; set it to the upstream host\n", w.Body.String())
+			assert.Zero(t, calls, "forwarded")
+		})
+	}
+	t.Run("header routing", func(t *testing.T) {
+		t.Parallel()
+		var calls int
+		p := newTestProxy(t, okTransport(&calls), "--upstream-scheme", "http")
+		r := arrivedOn(httptest.NewRequest(http.MethodGet, "/", nil), "127.0.0.1:8080")
+		r.Header.Set("X-Upstream-Host", "localhost:8080")
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, r)
+		assert.Equal(t, http.StatusLoopDetected, w.Code)
+		assert.Contains(t, w.Body.String(), "X-Upstream-Host names this proxy's own address")
+		assert.Zero(t, calls)
+	})
+}
+
+// TestProxyViaLoop sends the proxy's outbound request straight back into
+// it, as a pinned upstream that resolves to the proxy would: the second
+// pass answers 508 and the loop ends after one hop.
+func TestProxyViaLoop(t *testing.T) {
+	t.Parallel()
+	var p *proxy
+	hops := 0
+	p = newTestProxy(t, roundTripperFunc(func(out *http.Request) (*http.Response, error) {
+		hops++
+		if hops > 3 { // bound the test if the guard fails
+			return &http.Response{StatusCode: http.StatusTeapot, Body: http.NoBody, Header: http.Header{}, Request: out}, nil
+		}
+		in := httptest.NewRequest(out.Method, out.URL.String(), nil)
+		in.Header = out.Header.Clone()
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, in)
+		res := w.Result()
+		res.Request = out
+		return res, nil
+	}), "--upstream-host", "self.example", "--upstream-scheme", "http")
+
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Via", "1.0 corp-gateway")
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, r)
+	assert.Equal(t, 1, hops)
+	assert.Equal(t, http.StatusLoopDetected, w.Code)
+	assert.Equal(t, "loop detected: the request already passed through this proxy (Via: "+p.via+")\n", w.Body.String())
+	assert.Regexp(t, `^1\.1 stsproxy-[0-9a-f]{8}$`, p.via)
+}
+
+func TestProxyViaChain(t *testing.T) {
+	t.Parallel()
+	var got http.Header
+	last := newTestProxy(t, roundTripperFunc(func(out *http.Request) (*http.Response, error) {
+		got = out.Header.Clone()
+		return &http.Response{StatusCode: http.StatusNoContent, Body: http.NoBody, Header: http.Header{}, Request: out}, nil
+	}), "--upstream-host", "api.example", "--upstream-scheme", "http")
+	first := newTestProxy(t, roundTripperFunc(func(out *http.Request) (*http.Response, error) {
+		in := httptest.NewRequest(out.Method, out.URL.String(), nil)
+		in.Header = out.Header.Clone()
+		w := httptest.NewRecorder()
+		last.ServeHTTP(w, in)
+		res := w.Result()
+		res.Request = out
+		return res, nil
+	}), "--upstream-host", "next-proxy.example", "--upstream-scheme", "http")
+
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Via", "1.0 corp-gateway, 1.1 stsproxy-notthisone")
+	w := httptest.NewRecorder()
+	first.ServeHTTP(w, r)
+	require.Equal(t, http.StatusNoContent, w.Code, w.Body.String())
+	assert.Equal(t, []string{"1.0 corp-gateway, 1.1 stsproxy-notthisone", first.via, last.via}, got.Values("Via"))
+}
