@@ -45,6 +45,8 @@ type options struct {
 	dynamicN       int
 	dynamicCache   int
 	dynamicAlg     string
+	dynamicFixed   bool
+	dynamicKeep    bool
 
 	command string // the command line, for the report
 	out     io.Writer
@@ -88,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.dynamicN, "dynamic-n", 100_000, "dynamic: requests, each with a distinct host")
 	fs.IntVar(&o.dynamicCache, "dynamic-cache", 1024, "dynamic: --token-cache-size")
 	fs.StringVar(&o.dynamicAlg, "dynamic-alg", "ES384", "dynamic: --token-signing-algorithm; ES384 because the in-process emulator signs it faster than RS256 on a small machine")
+	fs.BoolVar(&o.dynamicFixed, "dynamic-fixed-audience", false, "dynamic: also pass --token-audience, so only the upstream hosts vary (isolates per-host from per-audience state)")
+	fs.BoolVar(&o.dynamicKeep, "dynamic-keepalive", true, "dynamic: the upstream keeps connections alive (false: it answers Connection: close)")
 	fs.StringVar(&o.command, "command", "", "the command to print in the reports; default: this command line")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

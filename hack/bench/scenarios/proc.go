@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ type proxyProc struct {
 	mu       sync.Mutex     // guards the fields below
 	levels   map[string]int // log records by level
 	messages map[string]int // warn and error records by msg
+	gcLive   []string       // live heap after each GC, from GODEBUG=gctrace=1 lines
 }
 
 // stsEnv is the environment of an stsproxy that uses the AWS SDK default
@@ -120,6 +122,11 @@ func (p *proxyProc) readLog(r io.Reader, listening chan<- [2]string) {
 			MetricsAddr string `json:"metrics_addr"`
 		}
 		if json.Unmarshal(sc.Bytes(), &rec) != nil {
+			if live, ok := gcLiveHeap(sc.Text()); ok {
+				p.mu.Lock()
+				p.gcLive = append(p.gcLive, live)
+				p.mu.Unlock()
+			}
 			continue
 		}
 		p.mu.Lock()
@@ -134,6 +141,27 @@ func (p *proxyProc) readLog(r io.Reader, listening chan<- [2]string) {
 		}
 	}
 	io.Copy(io.Discard, r)
+}
+
+// gcLiveHeap extracts the live heap after GC, "C MB", from a gctrace line:
+// "gc 7 @0.1s 1%: ... ms cpu, 4->5->2 MB, 5 MB goal, ...".
+func gcLiveHeap(line string) (string, bool) {
+	if !strings.HasPrefix(line, "gc ") {
+		return "", false
+	}
+	for f := range strings.SplitSeq(line, ", ") {
+		if mb, ok := strings.CutSuffix(f, " MB"); ok && strings.Count(mb, "->") == 2 {
+			return mb[strings.LastIndex(mb, "->")+2:], true
+		}
+	}
+	return "", false
+}
+
+// GCLive returns the live heap sizes in MB after each GC seen so far.
+func (p *proxyProc) GCLive() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.gcLive)
 }
 
 // LogSummary returns "level:count" and the warn/error messages seen.

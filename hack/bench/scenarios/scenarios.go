@@ -93,7 +93,7 @@ func (r *rig) Close() {
 // newRig starts an emulator (configured by before, which may set faults),
 // an upstream (on every loopback address if anyLoopback) and an stsproxy
 // with the base flags plus extra(upstream).
-func newRig(ctx context.Context, o *options, before func(*ststest.Server), anyLoopback bool, extra func(upstream string) []string) (*rig, error) {
+func newRig(ctx context.Context, o *options, before func(*ststest.Server), anyLoopback, keepAlive bool, extra func(upstream string) []string, env ...string) (*rig, error) {
 	r := &rig{sts: ststest.NewServer()}
 	if before != nil {
 		before(r.sts)
@@ -110,11 +110,7 @@ func newRig(ctx context.Context, o *options, before func(*ststest.Server), anyLo
 		return nil, err
 	}
 	r.upSrv = benchnet.NewServer(benchnet.Upstream(64))
-	if anyLoopback {
-		// Every request goes to a new host; do not keep 100k idle
-		// connections on either side.
-		r.upSrv.SetKeepAlivesEnabled(false)
-	}
+	r.upSrv.SetKeepAlivesEnabled(keepAlive)
 	go r.upSrv.Serve(ln)
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	r.upstream = "127.0.0.1:" + port
@@ -124,7 +120,7 @@ func newRig(ctx context.Context, o *options, before func(*ststest.Server), anyLo
 	}
 	args = append(args, extra(r.upstream)...)
 	fmt.Fprintf(o.log, "scenarios: stsproxy %s\n", strings.Join(args, " "))
-	r.proxy, err = startProxy(ctx, o.stsproxy, args, stsEnv(r.sts.URL))
+	r.proxy, err = startProxy(ctx, o.stsproxy, args, append(stsEnv(r.sts.URL), env...))
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -153,7 +149,7 @@ func runCold(ctx context.Context, o *options) error {
 		{"derived audience, no --token-audience (no prefetch)", func(up string) []string { return []string{"--upstream-host", up} }},
 	}
 	for _, v := range variants {
-		r, err := newRig(ctx, o, func(s *ststest.Server) { s.SetLatency(o.coldSTSLatency) }, false, v.args)
+		r, err := newRig(ctx, o, func(s *ststest.Server) { s.SetLatency(o.coldSTSLatency) }, false, true, v.args)
 		if err != nil {
 			return err
 		}
@@ -177,7 +173,7 @@ func runCold(ctx context.Context, o *options) error {
 // refresh window opens 5 to 10 s after the first fetch, and waits until it
 // holds a token.
 func refreshRig(ctx context.Context, o *options, before func(*ststest.Server)) (*rig, error) {
-	r, err := newRig(ctx, o, before, false, fixedArgs("--token-duration", "60s", "--token-refresh-skew", "50s"))
+	r, err := newRig(ctx, o, before, false, true, fixedArgs("--token-duration", "60s", "--token-refresh-skew", "50s"))
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +317,7 @@ func fmtF(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 // starts: every request must fail promptly with 502 and STS must see a
 // bounded call rate.
 func runOutageHard(ctx context.Context, o *options) error {
-	r, err := newRig(ctx, o, func(s *ststest.Server) { s.FailAll("AccessDenied") }, false, fixedArgs())
+	r, err := newRig(ctx, o, func(s *ststest.Server) { s.FailAll("AccessDenied") }, false, true, fixedArgs())
 	if err != nil {
 		return err
 	}
@@ -356,9 +352,13 @@ func runOutageHard(ctx context.Context, o *options) error {
 // loopback address and so needing a distinct audience, through a proxy with
 // a small token cache, sampling the proxy's RSS.
 func runDynamic(ctx context.Context, o *options) error {
-	r, err := newRig(ctx, o, nil, true, func(string) []string {
-		return []string{"--token-cache-size", strconv.Itoa(o.dynamicCache), "--token-signing-algorithm", o.dynamicAlg}
-	})
+	r, err := newRig(ctx, o, nil, true, o.dynamicKeep, func(string) []string {
+		args := []string{"--token-cache-size", strconv.Itoa(o.dynamicCache), "--token-signing-algorithm", o.dynamicAlg}
+		if o.dynamicFixed {
+			args = append(args, "--token-audience", fixedAudience)
+		}
+		return args
+	}, "GODEBUG=gctrace=1") // live heap after each GC, to tell retained memory from garbage
 	if err != nil {
 		return err
 	}
@@ -383,7 +383,11 @@ func runDynamic(ctx context.Context, o *options) error {
 		return err
 	}
 	m1, merr := r.proxy.scrape()
-	rep := &report{title: fmt.Sprintf("dynamic: %d requests with distinct host-derived audiences, --token-cache-size %d, %s, %d conns", o.dynamicN, o.dynamicCache, o.dynamicAlg, o.conns), command: o.command}
+	kind := "distinct host-derived audiences"
+	if o.dynamicFixed {
+		kind = "distinct upstream hosts but one fixed --token-audience"
+	}
+	rep := &report{title: fmt.Sprintf("dynamic: %d requests with %s, --token-cache-size %d, %s, %d conns, upstream keep-alive %t", o.dynamicN, kind, o.dynamicCache, o.dynamicAlg, o.conns, o.dynamicKeep), command: o.command}
 	rep.add("requests, failures", fmt.Sprintf("%d in %.1fs (%.0f req/s), %d failed (%s)", res.Total, res.Elapsed.Seconds(), res.RPS(), res.Errors(), statuses(res)), "0 failed", ptr(res.Errors() == 0 && res.Total == int64(o.dynamicN)))
 	rep.add("latency", lat(res.Latency), "", nil)
 	rep.add("proxy RSS start / peak / end", fmt.Sprintf("%.1f / %.1f / %.1f MiB", float64(first)/1024, float64(peak)/1024, float64(last)/1024), "bounded", nil)
@@ -406,6 +410,18 @@ func runDynamic(ctx context.Context, o *options) error {
 		trail = append(trail, fmt.Sprintf("%.0f", float64(kb)/1024))
 	}
 	rep.note("Proxy RSS every 5 s, MiB: %s", strings.Join(trail, " "))
+	if live := r.proxy.GCLive(); len(live) > 0 {
+		step := max(len(live)/12, 1)
+		var pick []string
+		for i := 0; i < len(live); i += step {
+			pick = append(pick, live[i])
+		}
+		if (len(live)-1)%step != 0 {
+			pick = append(pick, live[len(live)-1])
+		}
+		rep.add("proxy live heap after GC (gctrace), first / last", live[0]+" / "+live[len(live)-1]+" MB", "flat", nil)
+		rep.note("Proxy live heap after GC over the run (%d GCs, sampled), MB: %s", len(live), strings.Join(pick, " "))
+	}
 	rep.note("Largest metric families after the run (samples): %s", topFamilies(m1, 5))
 	var tl []string
 	for _, b := range res.Timeline {
