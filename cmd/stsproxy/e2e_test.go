@@ -29,8 +29,19 @@ import (
 	"github.com/stsauth/stsauth/ststest"
 )
 
-// binPath is the stsproxy binary built once by TestMain.
-var binPath string
+// binDir holds the stsproxy binary; TestMain creates and removes it.
+var binDir string
+
+// buildBinary builds the stsproxy binary once, on first use, so test runs
+// without end-to-end tests (fuzz workers, -run filters) do not pay for it.
+var buildBinary = sync.OnceValues(func() (string, error) {
+	path := filepath.Join(binDir, "stsproxy")
+	out, err := exec.Command("go", "build", "-o", path, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build stsproxy: %v\n%s", err, out)
+	}
+	return path, nil
+})
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "stsproxy-test")
@@ -38,14 +49,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "mkdir temp:", err)
 		os.Exit(1)
 	}
-	binPath = filepath.Join(dir, "stsproxy")
-	build := exec.Command("go", "build", "-o", binPath, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build stsproxy:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	binDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -117,6 +121,8 @@ func awsEnv(t *testing.T, sts *ststest.Server) []string {
 // startBinary starts stsproxy with args and env without waiting for it.
 func startBinary(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
+	binPath, err := buildBinary()
+	require.NoError(t, err)
 	p := &proc{logs: &syncBuffer{}, stdout: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binPath, args...)
 	p.cmd.Env = env

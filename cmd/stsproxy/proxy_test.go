@@ -269,7 +269,7 @@ type roundTripperFunc func(*http.Request) (*http.Response, error)
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // newTestProxy returns a proxy for args whose upstream round trips go to rt.
-func newTestProxy(t *testing.T, rt http.RoundTripper, args ...string) *proxy {
+func newTestProxy(t testing.TB, rt http.RoundTripper, args ...string) *proxy {
 	t.Helper()
 	cfg, err := parseConfig(args, envOf(nil))
 	require.NoError(t, err)
