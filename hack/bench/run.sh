@@ -116,12 +116,19 @@ wait_ok() {
 
 loadtest() { "$BIN/loadtest" "$@"; }
 
+# busy_note prints a warning when the 1-minute load average exceeds the CPU
+# count: other work on the machine then skews every number here.
+busy_note() {
+	awk -v n="$(nproc)" '$1 > n { printf " (WARNING: busier than nproc; numbers are noisy)" }' /proc/loadavg
+}
+
 header() {
 	echo "## stsproxy bench: $1"
 	echo
 	echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "- nproc: $(nproc), $(go version | cut -d' ' -f3-), $(uname -sr)"
+	echo "- load average at start (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note)"
 	echo "- command: hack/bench/run.sh $cmd (BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNS=$CONNS BENCH_FLOOR_TUNED=$FLOOR_TUNED)"
 }
 
@@ -167,6 +174,8 @@ compare() {
 		done
 	done
 	"$BIN/scenarios" report-compare "$res"
+	echo
+	echo "Load average at end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note)"
 	echo
 	echo "Each round: \`loadtest -url <target>/bench -c $CONNS -d $DURATION -json\`; stsproxy: \`stsproxy --local-sts --token-audience https://api.example.com --upstream-host <upstream> --upstream-scheme http\`; floorproxy and stsproxy both use a clone of http.DefaultTransport (MaxIdleConnsPerHost 2)."
 	# Stop this run's servers before any scenario starts its own.
