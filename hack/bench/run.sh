@@ -14,6 +14,7 @@
 #   BENCH_ROUNDS [3]  BENCH_DURATION [5s]  BENCH_CONNS [32]
 #   BENCH_FLOOR_TUNED [0]  1 adds a fourth target: floorproxy with
 #                          -max-idle-conns-per-host = BENCH_CONNS
+#   BENCH_STSPROXY_FLAGS [] extra stsproxy flags in compare, e.g. "--log-level warn"
 #   BENCH_OUT []      directory to keep the raw loadtest JSON in
 #   SCENARIO_FLAGS [] extra flags for hack/bench/scenarios (e.g. -dynamic-n 20000)
 #   BENCH_DYNAMIC_N_ALL [30000] dynamic requests in "all" ("dynamic" alone: 100000)
@@ -129,7 +130,7 @@ header() {
 	echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "- nproc: $(nproc), $(go version | cut -d' ' -f3-), $(uname -sr)"
 	echo "- load average at start (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note)"
-	echo "- command: hack/bench/run.sh $cmd (BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNS=$CONNS BENCH_FLOOR_TUNED=$FLOOR_TUNED)"
+	echo "- command: hack/bench/run.sh $cmd (BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNS=$CONNS BENCH_FLOOR_TUNED=$FLOOR_TUNED BENCH_STSPROXY_FLAGS='${BENCH_STSPROXY_FLAGS:-}')"
 }
 
 compare() {
@@ -145,8 +146,10 @@ compare() {
 		start floor-tuned "$BIN/floorproxy" -listen 127.0.0.1:0 -upstream "http://$up" -max-idle-conns-per-host "$CONNS"
 		tuned=$(listen_attr floor-tuned addr)
 	fi
+	# shellcheck disable=SC2086 # BENCH_STSPROXY_FLAGS is a list of flags
 	start stsproxy "$BIN/stsproxy" --listen-addr 127.0.0.1:0 --metrics-listen-addr 127.0.0.1:0 \
-		--upstream-host "$up" --upstream-scheme http --token-audience https://api.example.com --local-sts
+		--upstream-host "$up" --upstream-scheme http --token-audience https://api.example.com --local-sts \
+		${BENCH_STSPROXY_FLAGS:-}
 	local sts metrics
 	sts=$(listen_attr stsproxy addr)
 	metrics=$(listen_attr stsproxy metrics_addr)
