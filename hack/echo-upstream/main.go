@@ -4,6 +4,13 @@
 // signature), and answers with the request's method, path and headers as
 // JSON.
 //
+// When the token's issuer (iss) is a loopback URL, as with stsproxy
+// --local-sts, it also verifies the token: it fetches the issuer's OpenID
+// discovery document and JWKS (both on loopback only; nothing else is ever
+// fetched), checks the RS256 or ES384 signature and exp, and reports
+// "jwt_verified" with "jwt_claims" (and "jwt_error" when not verified) in the
+// answer and the log.
+//
 //	go run ./hack/echo-upstream --listen-addr :9000
 package main
 
@@ -51,7 +58,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "echo-upstream: listen: %v\n", err)
 		return 1
 	}
-	srv := &http.Server{Handler: handler(log), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	v := newVerifier()
+	defer v.client.CloseIdleConnections()
+	srv := &http.Server{Handler: handler(log, v), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	log.Info("listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -76,22 +85,39 @@ type echo struct {
 	Query   string              `json:"query,omitempty"`
 	Host    string              `json:"host"`
 	Headers map[string][]string `json:"headers"`
+
+	// JWTVerified is set when the request carries a bearer JWT: whether its
+	// signature and exp check out against its loopback issuer's keys.
+	JWTVerified *bool `json:"jwt_verified,omitempty"`
+	// JWTError says why the token is not verified.
+	JWTError string `json:"jwt_error,omitempty"`
+	// JWTClaims are the token's decoded claims; never the token itself or
+	// its signature.
+	JWTClaims json.RawMessage `json:"jwt_claims,omitempty"`
 }
 
-// handler logs and echoes each request.
-func handler(log *slog.Logger) http.Handler {
+// handler logs and echoes each request, verifying a bearer JWT with v.
+func handler(log *slog.Logger, v *verifier) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := echo{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host, Headers: r.Header}
 		attrs := []any{"method", r.Method, "host", r.Host, "path", r.URL.Path}
 		auth := r.Header.Get("Authorization")
 		attrs = append(attrs, "authorization", auth != "")
 		if jwtHeader, claims, ok := decodeBearer(auth); ok {
-			attrs = append(attrs, "jwt_header", json.RawMessage(jwtHeader), "jwt_claims", json.RawMessage(claims))
+			err := v.verify(r.Context(), strings.TrimPrefix(auth, "Bearer "))
+			verified := err == nil
+			e.JWTVerified, e.JWTClaims = &verified, json.RawMessage(claims)
+			attrs = append(attrs, "jwt_header", json.RawMessage(jwtHeader), "jwt_claims", e.JWTClaims, "jwt_verified", verified)
+			if err != nil {
+				e.JWTError = err.Error()
+				attrs = append(attrs, "jwt_error", e.JWTError)
+			}
 		}
 		log.Info("request", attrs...)
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(echo{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host, Headers: r.Header})
+		_ = enc.Encode(e)
 	})
 }
 

@@ -17,7 +17,7 @@ import (
 func TestHandlerEchoesAndNeverLogsSignature(t *testing.T) {
 	t.Parallel()
 	var logs bytes.Buffer
-	srv := httptest.NewServer(handler(slog.New(slog.NewJSONHandler(&logs, nil))))
+	srv := httptest.NewServer(handler(slog.New(slog.NewJSONHandler(&logs, nil)), newVerifier()))
 	t.Cleanup(srv.Close)
 
 	b64 := base64.RawURLEncoding.EncodeToString

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/stsauth/stsauth"
+	"github.com/stsauth/stsauth/ststest"
+)
+
+// mint returns a token from the emulator for audience, signed with alg.
+func mint(t *testing.T, srv *ststest.Server, alg, audience string) string {
+	t.Helper()
+	ts, err := stsauth.NewTokenSource(srv.Client(), stsauth.WithSigningAlgorithm(alg))
+	require.NoError(t, err)
+	t.Cleanup(func() { ts.Close() })
+	tok, err := ts.Token(context.Background(), stsauth.MustAudience(audience))
+	require.NoError(t, err)
+	return tok.Value()
+}
+
+// countingTransport counts the requests it sends.
+type countingTransport struct {
+	n    atomic.Int64
+	next http.RoundTripper
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
+}
+
+// countFetches makes v count its fetches.
+func countFetches(v *verifier) *countingTransport {
+	ct := &countingTransport{next: v.client.Transport}
+	v.client.Transport = ct
+	return ct
+}
+
+func TestVerifyAgainstSTSTest(t *testing.T) {
+	t.Parallel()
+	srv := ststest.NewServer()
+	t.Cleanup(srv.Close)
+	v := newVerifier()
+	t.Cleanup(v.client.CloseIdleConnections)
+	fetches := countFetches(v)
+
+	rs := mint(t, srv, stsauth.RS256, "https://rs.example")
+	es := mint(t, srv, stsauth.ES384, "https://es.example")
+	require.NoError(t, v.verify(context.Background(), rs))
+	require.NoError(t, v.verify(context.Background(), es))
+	require.NoError(t, v.verify(context.Background(), rs))
+	assert.Equal(t, int64(2), fetches.n.Load(), "discovery and JWKS once for the issuer")
+
+	parts := strings.Split(rs, ".")
+	claims, err := base64.RawURLEncoding.DecodeString(parts[1])
+	require.NoError(t, err)
+	forged := parts[0] + "." + base64.RawURLEncoding.EncodeToString(bytes.Replace(claims, []byte("rs.example"), []byte("xx.example"), 1)) + "." + parts[2]
+	esParts := strings.Split(es, ".")
+	tests := []struct {
+		name, token, want string
+	}{
+		{"forged claims", forged, "bad signature"},
+		{"signature of another token", parts[0] + "." + parts[1] + "." + strings.Split(mint(t, srv, stsauth.RS256, "https://other.example"), ".")[2], "bad signature"},
+		{"ES384 signature cut", esParts[0] + "." + esParts[1] + "." + esParts[2][:20], "bad signature"},
+		{"alg none", b64json(`{"alg":"none"}`) + "." + parts[1] + ".", `alg "none"`},
+		{"unknown kid", b64json(`{"alg":"RS256","kid":"nope"}`) + "." + parts[1] + "." + parts[2], `no key with kid "nope"`},
+		{"RS256 header on the EC key", b64json(fmt.Sprintf(`{"alg":"RS256","kid":%q}`, kidOf(t, es))) + "." + esParts[1] + "." + esParts[2], "non-RSA key"},
+	}
+	for _, tc := range tests {
+		err := v.verify(context.Background(), tc.token)
+		if assert.Error(t, err, tc.name) {
+			assert.Contains(t, err.Error(), tc.want, tc.name)
+			assert.NotContains(t, err.Error(), parts[2], tc.name)
+		}
+	}
+	assert.Equal(t, int64(2), fetches.n.Load(), "an unknown kid refetches at most every %v", refetchAfter)
+
+	late := newVerifier()
+	t.Cleanup(late.client.CloseIdleConnections)
+	late.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	err = late.verify(context.Background(), rs)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "expired at ")
+}
+
+// b64json encodes a JSON text as a JWT segment.
+func b64json(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// kidOf returns the kid of a token's header.
+func kidOf(t *testing.T, token string) string {
+	t.Helper()
+	h, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[0])
+	require.NoError(t, err)
+	var hdr struct{ Kid string }
+	require.NoError(t, json.Unmarshal(h, &hdr))
+	return hdr.Kid
+}
+
+// TestVerifyFetchesOnlyLoopback checks that no issuer or jwks_uri off
+// loopback is ever requested: the verifier's transport fails the test if
+// it is asked to.
+func TestVerifyFetchesOnlyLoopback(t *testing.T) {
+	t.Parallel()
+	var jwksURI atomic.Value
+	jwksURI.Store("")
+	issuer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q}`, "http://"+r.Host, jwksURI.Load())
+	}))
+	t.Cleanup(issuer.Close)
+	v := newVerifier()
+	t.Cleanup(v.client.CloseIdleConnections)
+	var offLoopback atomic.Int64
+	next := v.client.Transport
+	v.client.Transport = roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		if _, err := checkLoopbackURL(r.URL.String()); err != nil {
+			offLoopback.Add(1)
+			return nil, errors.New("test: off-loopback fetch")
+		}
+		return next.RoundTrip(r)
+	})
+
+	token := func(iss string) string {
+		return b64json(`{"alg":"RS256","kid":"k"}`) + "." + b64json(fmt.Sprintf(`{"iss":%q,"exp":%d}`, iss, time.Now().Add(time.Hour).Unix())) + ".c2ln"
+	}
+	for _, tc := range []struct{ iss, jwks, want string }{
+		{"https://abcd.tokens.sts.global.api.aws", "", "only loopback issuers are verified"},
+		{"http://169.254.169.254", "", "only loopback issuers are verified"},
+		{"http://user@127.0.0.1", "", "only loopback issuers are verified"},
+		{"ftp://127.0.0.1", "", "only loopback issuers are verified"},
+		{"http://[fe80::1%25lo]", "", "only loopback issuers are verified"},
+		{issuer.URL, "https://keys.example/jwks.json", `jwks_uri "https://keys.example/jwks.json": not a loopback URL`},
+		{issuer.URL, "http://10.0.0.1/jwks.json", "not a loopback URL"},
+	} {
+		jwksURI.Store(tc.jwks)
+		err := v.verify(context.Background(), token(tc.iss))
+		if assert.Error(t, err, tc.iss) {
+			assert.Contains(t, err.Error(), tc.want, tc.iss)
+		}
+	}
+	assert.Zero(t, offLoopback.Load())
+	assert.Error(t, loopbackOnly("tcp", "10.0.0.1:80", nil))
+	assert.NoError(t, loopbackOnly("tcp", "127.0.0.2:80", nil))
+	assert.NoError(t, loopbackOnly("tcp6", "[::1]:80", nil))
+}
+
+// roundTripperFunc adapts a function to an http.RoundTripper.
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestHandlerReportsVerification sends emulator tokens through the handler
+// and reads jwt_verified and jwt_claims from the answer and the log.
+func TestHandlerReportsVerification(t *testing.T) {
+	t.Parallel()
+	sts := ststest.NewServer()
+	t.Cleanup(sts.Close)
+	var logs bytes.Buffer
+	v := newVerifier()
+	t.Cleanup(v.client.CloseIdleConnections)
+	srv := httptest.NewServer(handler(slog.New(slog.NewJSONHandler(&logs, nil)), v))
+	t.Cleanup(srv.Close)
+
+	send := func(auth string) echo {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/v", nil)
+		require.NoError(t, err)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		res, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		var e echo
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&e))
+		return e
+	}
+	token := mint(t, sts, stsauth.ES384, "https://api.example.com")
+	e := send("Bearer " + token)
+	require.NotNil(t, e.JWTVerified)
+	assert.True(t, *e.JWTVerified, e.JWTError)
+	var claims struct{ Iss, Aud string }
+	require.NoError(t, json.Unmarshal(e.JWTClaims, &claims))
+	assert.Equal(t, sts.Issuer(), claims.Iss)
+	assert.Equal(t, "https://api.example.com", claims.Aud)
+
+	parts := strings.Split(token, ".")
+	e = send("Bearer " + parts[0] + "." + parts[1] + "." + strings.Repeat("A", 128))
+	require.NotNil(t, e.JWTVerified)
+	assert.False(t, *e.JWTVerified)
+	assert.Equal(t, "bad signature", e.JWTError)
+
+	e = send("Basic c3RhbGU=")
+	assert.Nil(t, e.JWTVerified)
+	assert.Empty(t, e.JWTClaims)
+
+	log := logs.String()
+	assert.Contains(t, log, `"jwt_verified":true`)
+	assert.Contains(t, log, `"jwt_verified":false,"jwt_error":"bad signature"`)
+	assert.NotContains(t, log, parts[2], "log holds the signature")
+	assert.NotContains(t, log, token)
+}
