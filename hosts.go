@@ -179,34 +179,38 @@ func (a *AllowedHosts) allows(host, port string) bool {
 	return false
 }
 
-// metadataHosts are names of the EC2 instance metadata service.
-var metadataHosts = map[string]bool{
-	"instance-data":              true,
-	"instance-data.ec2.internal": true,
-}
+// metadataHostName is the name of the EC2 instance metadata service; any
+// name under it ("instance-data.ec2.internal") is refused too.
+const metadataHostName = "instance-data"
 
 // ec2MetadataV6 is the IPv6 address of the EC2 instance metadata service.
 var ec2MetadataV6 = netip.MustParseAddr("fd00:ec2::254")
 
 // IsMetadataHost reports whether host (without port; IPv6 without brackets)
-// is a link-local address (169.254.0.0/16, fe80::/10), the EC2 instance
-// metadata address fd00:ec2::254, or a metadata service name. Tokens are
-// never sent to such hosts: a request there could hand the token to
-// whatever answers on the instance, and metadata paths are a classic target
-// of request forgery.
+// is a link-local address (169.254.0.0/16, fe80::/10, or link-local
+// multicast), the EC2 instance metadata address fd00:ec2::254, or the
+// metadata service's name "instance-data" or a name under it. A trailing dot
+// is ignored. Tokens are never sent to such hosts: a request there could hand
+// the token to whatever answers on the instance, and metadata paths are a
+// classic target of request forgery.
+//
+// Names are not resolved: a DNS name that resolves to a link-local address is
+// not caught here. stsproxy refuses those when it dials.
 func IsMetadataHost(host string) bool {
+	host = strings.TrimSuffix(host, ".")
 	if host == "" {
 		return false
 	}
 	if !mayBeIP(host) {
-		return metadataHosts[strings.TrimSuffix(strings.ToLower(host), ".")]
+		host = strings.ToLower(host)
+		return host == metadataHostName || strings.HasPrefix(host, metadataHostName+".")
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
 		return false
 	}
 	ip = ip.Unmap()
-	return ip.IsLinkLocalUnicast() || ip == ec2MetadataV6
+	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip == ec2MetadataV6
 }
 
 // mayBeIP reports whether host could be an IP literal: IPv6 has a colon,

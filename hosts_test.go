@@ -86,10 +86,15 @@ func TestIsMetadataHost(t *testing.T) {
 		"instance-data":              true,
 		"instance-data.ec2.internal": true,
 		"instance-data.":             true,
-		"169.255.0.1":                false,
-		"127.0.0.1":                  false,
-		"api.example.com":            false,
-		"fd00:ec2::253":              false,
+		"Instance-Data.us-west-2.compute.internal": true,
+		"169.254.169.254.":                         true,
+		"ff02::1":                                  true,
+		"224.0.0.251":                              true,
+		"instance-database.example":                false,
+		"169.255.0.1":                              false,
+		"127.0.0.1":                                false,
+		"api.example.com":                          false,
+		"fd00:ec2::253":                            false,
 	} {
 		assert.Equal(t, want, IsMetadataHost(host), host)
 	}
