@@ -393,24 +393,13 @@ func checkHostName(h string) error {
 }
 
 // forbiddenHost reports whether a host[:port] names a target tokens must
-// never be sent to: whatever [stsauth.IsMetadataHost] refuses (link-local,
-// fd00:ec2::254, instance-data names), and, stricter than the library, an
-// IP literal written with a trailing dot ("169.254.169.254."), link-local
-// multicast, and any name under instance-data.
+// never be sent to, as [stsauth.IsMetadataHost] decides.
 func forbiddenHost(hostport string) bool {
 	h, _, err := stsauth.SplitHostPort(hostport)
 	if err != nil {
 		h = hostport
 	}
-	h = strings.TrimSuffix(strings.ToLower(h), ".")
-	if h == "" {
-		return false
-	}
-	if stsauth.IsMetadataHost(h) || strings.HasPrefix(h, "instance-data.") {
-		return true
-	}
-	a, err := netip.ParseAddr(h)
-	return err == nil && a.Unmap().IsLinkLocalMulticast()
+	return stsauth.IsMetadataHost(h)
 }
 
 // withDefaultPort returns hostport with the scheme's default port added if it
