@@ -604,5 +604,5 @@ func TestE2EMissingRegion(t *testing.T) {
 	}
 	p := startBinary(t, env, "--listen-addr", "127.0.0.1:0", "--metrics-listen-addr", "127.0.0.1:0")
 	assert.Equal(t, 1, p.wait(t))
-	p.waitLog(t, "no AWS Region configured: set AWS_REGION")
+	p.waitLog(t, "no AWS region configured (set AWS_REGION")
 }

@@ -112,7 +112,7 @@ func newSTSClient(ctx context.Context, cfg *config, log *slog.Logger) (client st
 		return nil, nil, fmt.Errorf("stsproxy: load AWS configuration: %w", err)
 	}
 	if awsCfg.Region == "" {
-		return nil, nil, errors.New("stsproxy: no AWS Region configured: set AWS_REGION (STS GetWebIdentityToken is not served on the global endpoint)")
+		return nil, nil, stsauth.ErrNoRegion
 	}
 	return sts.NewFromConfig(awsCfg), func() {}, nil
 }
