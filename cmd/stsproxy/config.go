@@ -82,6 +82,7 @@ var flagSpecs = []flagSpec{
 	{name: "token-cache-size", def: strconv.Itoa(stsauth.DefaultCacheSize), usage: "how many audience sets to cache tokens for, at least 1"},
 	{name: "log-level", def: "info", usage: "log level: debug, info, warn or error"},
 	{name: "log-format", def: "json", usage: "log format: json or text"},
+	{name: "access-log", kind: kindBool, def: "true", usage: "log one info record per request"},
 	{name: "tls-cert", usage: "PEM certificate file; serve TLS (needs --tls-key)"},
 	{name: "tls-key", usage: "PEM private key file (needs --tls-cert)"},
 	{name: "metrics-enabled", kind: kindBool, def: "true", usage: "serve Prometheus metrics on the admin listener"},
@@ -114,6 +115,7 @@ type config struct {
 
 	logLevel  slog.Level
 	logFormat string
+	accessLog bool
 
 	tlsCertFile, tlsKeyFile string
 	tlsCert                 *tls.Certificate // loaded when both files are given
@@ -242,7 +244,7 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	for _, b := range []struct {
 		name string
 		dst  *bool
-	}{{"version", &c.version}, {"metrics-enabled", &c.metricsEnabled}, {"local-sts", &c.localSTS}} {
+	}{{"version", &c.version}, {"metrics-enabled", &c.metricsEnabled}, {"local-sts", &c.localSTS}, {"access-log", &c.accessLog}} {
 		s, v := get(b.name)
 		if *b.dst, err = strconv.ParseBool(v); err != nil {
 			return nil, invalid(s, v, "want true or false")

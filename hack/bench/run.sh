@@ -138,7 +138,9 @@ compare() {
 	start upstream "$BIN/upstream" -listen 127.0.0.1:0
 	local up
 	up=$(listen_attr upstream addr)
-	start floor "$BIN/floorproxy" -listen 127.0.0.1:0 -upstream "http://$up"
+	# The floor keeps as many idle upstream connections as stsproxy does
+	# (cmd/stsproxy maxIdleConnsPerHost), so only the header work differs.
+	start floor "$BIN/floorproxy" -listen 127.0.0.1:0 -upstream "http://$up" -max-idle-conns-per-host 64
 	local floor
 	floor=$(listen_attr floor addr)
 	local tuned=""
@@ -180,7 +182,7 @@ compare() {
 	echo
 	echo "Load average at end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note)"
 	echo
-	echo "Each round: \`loadtest -url <target>/bench -c $CONNS -d $DURATION -json\`; stsproxy: \`stsproxy --local-sts --token-audience https://api.example.com --upstream-host <upstream> --upstream-scheme http\`; floorproxy and stsproxy both use a clone of http.DefaultTransport (MaxIdleConnsPerHost 2)."
+	echo "Each round: \`loadtest -url <target>/bench -c $CONNS -d $DURATION -json\`; stsproxy: \`stsproxy --local-sts --token-audience https://api.example.com --upstream-host <upstream> --upstream-scheme http\`; floorproxy and stsproxy both use a clone of http.DefaultTransport with MaxIdleConnsPerHost 64."
 	# Stop this run's servers before any scenario starts its own.
 	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
