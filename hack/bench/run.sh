@@ -12,8 +12,6 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_ROUNDS [3]  BENCH_DURATION [5s]  BENCH_CONNS [32]
-#   BENCH_FLOOR_TUNED [0]  1 adds a fourth target: floorproxy with
-#                          -max-idle-conns-per-host = BENCH_CONNS
 #   BENCH_STSPROXY_FLAGS [] extra stsproxy flags in compare, e.g. "--log-level warn"
 #   BENCH_OUT []      directory to keep the raw loadtest JSON in
 #   SCENARIO_FLAGS [] extra flags for hack/bench/scenarios (e.g. -dynamic-n 20000)
@@ -35,7 +33,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 ROUNDS=${BENCH_ROUNDS:-3}
 DURATION=${BENCH_DURATION:-5s}
 CONNS=${BENCH_CONNS:-32}
-FLOOR_TUNED=${BENCH_FLOOR_TUNED:-0}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stsbench.XXXXXX")
 BIN=$WORK/bin
 PIDS=()
@@ -130,7 +127,7 @@ header() {
 	echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "- nproc: $(nproc), $(go version | cut -d' ' -f3-), $(uname -sr)"
 	echo "- load average at start (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note)"
-	echo "- command: hack/bench/run.sh $cmd (BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNS=$CONNS BENCH_FLOOR_TUNED=$FLOOR_TUNED BENCH_STSPROXY_FLAGS='${BENCH_STSPROXY_FLAGS:-}')"
+	echo "- command: hack/bench/run.sh $cmd (BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNS=$CONNS BENCH_STSPROXY_FLAGS='${BENCH_STSPROXY_FLAGS:-}')"
 }
 
 compare() {
@@ -143,11 +140,11 @@ compare() {
 	start floor "$BIN/floorproxy" -listen 127.0.0.1:0 -upstream "http://$up" -max-idle-conns-per-host 64
 	local floor
 	floor=$(listen_attr floor addr)
-	local tuned=""
-	if [[ $FLOOR_TUNED == 1 ]]; then
-		start floor-tuned "$BIN/floorproxy" -listen 127.0.0.1:0 -upstream "http://$up" -max-idle-conns-per-host "$CONNS"
-		tuned=$(listen_attr floor-tuned addr)
-	fi
+	# floor-pooled also copies bodies through pooled buffers, as stsproxy
+	# does: the like-for-like floor.
+	start floor-pooled "$BIN/floorproxy" -listen 127.0.0.1:0 -upstream "http://$up" -max-idle-conns-per-host 64 -buffer-pool
+	local pooled
+	pooled=$(listen_attr floor-pooled addr)
 	# shellcheck disable=SC2086 # BENCH_STSPROXY_FLAGS is a list of flags
 	start stsproxy "$BIN/stsproxy" --listen-addr 127.0.0.1:0 --metrics-listen-addr 127.0.0.1:0 \
 		--upstream-host "$up" --upstream-scheme http --token-audience https://api.example.com --local-sts \
@@ -160,12 +157,8 @@ compare() {
 	wait_ok "http://$metrics/readyz" # token fetched
 	wait_ok "http://$sts/"
 
-	local -A url=([direct]="http://$up/bench" [floor]="http://$floor/bench" [stsproxy]="http://$sts/bench")
-	local order=(direct floor stsproxy)
-	if [[ -n $tuned ]]; then
-		url[floor-tuned]="http://$tuned/bench"
-		order+=(floor-tuned)
-	fi
+	local -A url=([direct]="http://$up/bench" [floor]="http://$floor/bench" [floor-pooled]="http://$pooled/bench" [stsproxy]="http://$sts/bench")
+	local order=(direct floor floor-pooled stsproxy)
 	local res=${BENCH_OUT:-$WORK/results}
 	mkdir -p "$res"
 	log "warming up each target (1 s)"
@@ -182,7 +175,7 @@ compare() {
 	echo
 	echo "Load average at end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note)"
 	echo
-	echo "Each round: \`loadtest -url <target>/bench -c $CONNS -d $DURATION -json\`; stsproxy: \`stsproxy --local-sts --token-audience https://api.example.com --upstream-host <upstream> --upstream-scheme http\`; floorproxy and stsproxy both use a clone of http.DefaultTransport with MaxIdleConnsPerHost 64."
+	echo "Each round: \`loadtest -url <target>/bench -c $CONNS -d $DURATION -json\`; stsproxy: \`stsproxy --local-sts --token-audience https://api.example.com --upstream-host <upstream> --upstream-scheme http\`; floor: \`floorproxy -max-idle-conns-per-host 64\` (a bare ReverseProxy setting a constant 900-byte bearer header, the same transport settings as stsproxy); floor-pooled: the same with \`-buffer-pool\` (copy buffers from a sync.Pool, as stsproxy has)."
 	# Stop this run's servers before any scenario starts its own.
 	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done

@@ -2,7 +2,7 @@
 // bare [httputil.ReverseProxy] (Rewrite, SetURL) to -upstream that sets a
 // constant "Authorization: Bearer <constant>" header and does nothing else.
 //
-//	floorproxy -upstream http://127.0.0.1:PORT [-listen 127.0.0.1:0] [-max-idle-conns-per-host N]
+//	floorproxy -upstream http://127.0.0.1:PORT [-listen 127.0.0.1:0] [-max-idle-conns-per-host N] [-buffer-pool]
 //
 // Its transport is a clone of [http.DefaultTransport], as stsproxy's is, so
 // the two differ only by the token machinery; -max-idle-conns-per-host
@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -53,18 +54,35 @@ func loopbackHost(host string) bool {
 }
 
 // newProxy returns the floor proxy to target.
-func newProxy(target *url.URL, maxIdlePerHost int) *httputil.ReverseProxy {
+func newProxy(target *url.URL, maxIdlePerHost int, pooled bool) *httputil.ReverseProxy {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if maxIdlePerHost > 0 {
 		tr.MaxIdleConnsPerHost = maxIdlePerHost
 		tr.MaxIdleConns = max(tr.MaxIdleConns, maxIdlePerHost)
 	}
-	return &httputil.ReverseProxy{
+	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header["Authorization"] = []string{bearer}
 		},
 		Transport: tr,
+	}
+	if pooled {
+		rp.BufferPool = bufferPool{}
+	}
+	return rp
+}
+
+// bufferPool is a sync.Pool of ReverseProxy copy buffers, like stsproxy's.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func (bufferPool) Get() []byte { return buffers.Get().(*[32 << 10]byte)[:] }
+
+func (bufferPool) Put(b []byte) {
+	if cap(b) == 32<<10 {
+		buffers.Put((*[32 << 10]byte)(b[:32<<10]))
 	}
 }
 
@@ -74,6 +92,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:0", "loopback address to listen on")
 	upstream := fs.String("upstream", "", "upstream base URL, http://127.0.0.1:PORT (required)")
 	maxIdle := fs.Int("max-idle-conns-per-host", 0, "idle upstream connections kept per host; 0 keeps Go's default (2)")
+	pooled := fs.Bool("buffer-pool", false, "copy response bodies through pooled buffers, as stsproxy does")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -101,7 +120,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	srv := &http.Server{
-		Handler:           newProxy(target, *maxIdle),
+		Handler:           newProxy(target, *maxIdle, *pooled),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       60 * time.Second,
 	}

@@ -20,11 +20,12 @@ const (
 )
 
 // compareOrder is the order of the variants in the table; others follow.
-var compareOrder = []string{"direct", "floor", "stsproxy"}
+var compareOrder = []string{"direct", "floor", "floor-pooled", "stsproxy"}
 
 // reportCompare reads the loadtest -json results DIR/<variant>-<round>.json
 // written by run.sh compare and prints every round and the medians as a
-// markdown table, with stsproxy/floor ratios against the targets.
+// markdown table, with the ratios of stsproxy to each floor variant against
+// the targets.
 func reportCompare(dir string, w io.Writer) error {
 	files, err := filepath.Glob(filepath.Join(dir, "*-*.json"))
 	if err != nil {
@@ -91,10 +92,13 @@ func reportCompare(dir string, w io.Writer) error {
 		fmt.Fprintf(w, "| %s | %.0f | %.3f | %.3f |\n", v, m.rps, m.p50, m.p99)
 	}
 	s, okS := meds["stsproxy"]
-	f, okF := meds["floor"]
-	if okS && okF && f.rps > 0 && f.p99 > 0 {
+	for _, v := range variants {
+		f := meds[v]
+		if !okS || !strings.HasPrefix(v, "floor") || f.rps <= 0 || f.p99 <= 0 {
+			continue
+		}
 		rr, pr := s.rps/f.rps, s.p99/f.p99
-		fmt.Fprintln(w, "\n| ratio stsproxy/floor | value | target | |\n|---|---|---|---|")
+		fmt.Fprintf(w, "\n| ratio stsproxy/%s | value | target | |\n|---|---|---|---|\n", v)
 		fmt.Fprintf(w, "| req/s | %.2fx | >= %.2fx | %s |\n", rr, targetRPSRatio, verdict(rr >= targetRPSRatio))
 		fmt.Fprintf(w, "| p99 | %.2fx | <= %.2fx | %s |\n", pr, targetP99Ratio, verdict(pr <= targetP99Ratio))
 	}
