@@ -64,12 +64,13 @@ func stateFrom(ctx context.Context) *requestState {
 // request, checks it, and forwards through a ReverseProxy whose transport
 // attaches the token. It is safe for concurrent use.
 type proxy struct {
-	cfg     *config
-	log     *slog.Logger
-	rp      *httputil.ReverseProxy
-	metrics *proxyMetrics
-	viaName string // this instance's pseudonym in Via, "stsproxy-<8 hex>"
-	via     string // the Via value added to outbound requests
+	cfg         *config
+	log         *slog.Logger
+	rp          *httputil.ReverseProxy
+	metrics     *proxyMetrics
+	viaName     string       // this instance's pseudonym in Via, "stsproxy-<8 hex>"
+	tokenErrLog *logThrottle // "token unavailable" records, at most one a second
+	via         string       // the Via value added to outbound requests
 }
 
 // newBaseTransport returns the transport that carries requests to upstreams:
@@ -107,7 +108,8 @@ func refuseMetadataAddr(_, address string, _ syscall.RawConn) error {
 // newProxy returns the proxy handler, sending through rt (which attaches the
 // token).
 func newProxy(cfg *config, rt http.RoundTripper, log *slog.Logger, m *proxyMetrics) *proxy {
-	p := &proxy{cfg: cfg, log: log, metrics: m, viaName: newViaName()}
+	p := &proxy{cfg: cfg, log: log, metrics: m, viaName: newViaName(),
+		tokenErrLog: &logThrottle{interval: time.Second, now: time.Now}}
 	p.via = "1.1 " + p.viaName
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
@@ -165,7 +167,9 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	var netErr net.Error
 	switch {
 	case errors.As(err, &tokErr):
-		p.log.Error("token unavailable", "target", st.target, "error", err.Error())
+		if ok, suppressed := p.tokenErrLog.allow(); ok {
+			p.log.Error("token unavailable", "target", st.target, "error", err.Error(), "suppressed", suppressed)
+		}
 		http.Error(w, strings.TrimSuffix(bodyTokenUnavailable, "\n"), http.StatusBadGateway)
 	case errors.Is(err, stsauth.ErrHostNotAllowed):
 		p.log.Warn("upstream host not allowed", "target", st.target, "error", err.Error())
