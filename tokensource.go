@@ -262,9 +262,9 @@ func (ts *TokenSource) Token(ctx context.Context, aud Audience) (Token, error) {
 				}
 				if !now.Before(c.refreshAt) {
 					ts.refreshAhead(e, now)
-					ts.metrics.staleServed.Add(ctx, 1, e.attrs.add...)
+					e.attrs.stale.Add(1)
 				}
-				ts.metrics.hits.Add(ctx, 1, e.attrs.add...)
+				e.attrs.hits.Add(1)
 				return c.tok, nil
 			}
 		}
