@@ -3,6 +3,7 @@ package stsauth
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,8 +54,34 @@ type audienceAttrs struct {
 	add     []metric.AddOption
 	observe []metric.ObserveOption
 
-	hits  atomic.Int64 // token.cache.hit.count
-	stale atomic.Int64 // token.stale.served.count
+	hits  stripedCounter // token.cache.hit.count
+	stale stripedCounter // token.stale.served.count
+}
+
+// counterStripes is how many cells a stripedCounter spreads its adds over.
+const counterStripes = 8
+
+// stripedCounter is a counter that concurrent adders on different cores
+// rarely contend on: each add goes to a random cell of its own cache line.
+// One shared atomic made a parallel cache hit 4x slower than a serial one,
+// the cores trading the counter's cache line back and forth.
+type stripedCounter struct {
+	cells [counterStripes]struct {
+		n atomic.Int64
+		_ [56]byte // pad the cell to a 64-byte cache line
+	}
+}
+
+// Add adds one.
+func (c *stripedCounter) Add() { c.cells[rand.Uint32()%counterStripes].n.Add(1) }
+
+// Load returns the total.
+func (c *stripedCounter) Load() int64 {
+	var n int64
+	for i := range c.cells {
+		n += c.cells[i].n.Load()
+	}
+	return n
 }
 
 func newMetrics(mp metric.MeterProvider, cachedAudiences func() int64) (*metrics, error) {

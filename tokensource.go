@@ -262,9 +262,9 @@ func (ts *TokenSource) Token(ctx context.Context, aud Audience) (Token, error) {
 				}
 				if !now.Before(c.refreshAt) {
 					ts.refreshAhead(e, now)
-					e.attrs.stale.Add(1)
+					e.attrs.stale.Add()
 				}
-				e.attrs.hits.Add(1)
+				e.attrs.hits.Add()
 				return c.tok, nil
 			}
 		}
