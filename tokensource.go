@@ -103,6 +103,8 @@ type TokenError struct {
 	Err error
 }
 
+// Error names the audience set and the underlying error; it never holds a
+// token, since only a successful fetch carries one.
 func (e *TokenError) Error() string {
 	return fmt.Sprintf("stsauth: get web identity token for %v: %v", e.Audience, e.Err)
 }

@@ -78,8 +78,10 @@ type bufferPool struct{}
 
 var buffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
+// Get returns a 32 KiB buffer.
 func (bufferPool) Get() []byte { return buffers.Get().(*[32 << 10]byte)[:] }
 
+// Put returns a buffer from Get to the pool.
 func (bufferPool) Put(b []byte) {
 	if cap(b) == 32<<10 {
 		buffers.Put((*[32 << 10]byte)(b[:32<<10]))

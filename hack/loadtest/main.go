@@ -40,6 +40,7 @@ type options struct {
 // headerFlag collects repeatable -H "Name: value" flags.
 type headerFlag struct{ h http.Header }
 
+// String lists the headers as "Name: value", for flag usage.
 func (f *headerFlag) String() string {
 	if f == nil || f.h == nil {
 		return ""
@@ -53,6 +54,7 @@ func (f *headerFlag) String() string {
 	return strings.Join(parts, ", ")
 }
 
+// Set adds one "Name: value" header.
 func (f *headerFlag) Set(s string) error {
 	name, value, ok := strings.Cut(s, ":")
 	name = strings.TrimSpace(name)

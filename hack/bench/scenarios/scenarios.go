@@ -80,6 +80,7 @@ type rig struct {
 	proxy    *proxyProc
 }
 
+// Close stops the proxy and the servers the rig started.
 func (r *rig) Close() {
 	if r.proxy != nil {
 		r.proxy.Stop()

@@ -47,6 +47,8 @@ func ListenAnyLoopback(port int) (net.Listener, error) {
 // loopbackOnly drops connections that are not loopback at both ends.
 type loopbackOnly struct{ net.Listener }
 
+// Accept returns the next connection whose both ends are loopback
+// addresses, closing any other.
 func (l *loopbackOnly) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
