@@ -218,17 +218,7 @@ func testClient(t *testing.T) *http.Client {
 // returns the status and body.
 func get(t *testing.T, c *http.Client, url string, hdr map[string]string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	require.NoError(t, err)
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	res, err := c.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	require.NoError(t, err)
-	return res.StatusCode, string(b)
+	return getWithHost(t, c, url, "", hdr)
 }
 
 // verifyJWT checks a token's signature against the emulator's JWKS and

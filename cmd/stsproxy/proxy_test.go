@@ -185,22 +185,7 @@ func TestRunInProcess(t *testing.T) {
 	upHost := strings.TrimPrefix(up.URL, "http://")
 	c := &http.Client{Timeout: waitTimeout, Transport: &http.Transport{}}
 	defer c.CloseIdleConnections()
-	do := func(url, host string, hdr map[string]string) (int, string) {
-		req, err := http.NewRequest(http.MethodGet, url, nil)
-		require.NoError(t, err)
-		if host != "" {
-			req.Host = host
-		}
-		for k, v := range hdr {
-			req.Header.Set(k, v)
-		}
-		res, err := c.Do(req)
-		require.NoError(t, err)
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		require.NoError(t, err)
-		return res.StatusCode, string(b)
-	}
+	do := func(url, host string, hdr map[string]string) (int, string) { return getWithHost(t, c, url, host, hdr) }
 
 	t.Run("allowlist", func(t *testing.T) {
 		addr, _, logs, stop := startRun(t, "--allowed-hosts", upHost+",*.allowed.example", "--log-format", "json")
