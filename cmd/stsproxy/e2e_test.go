@@ -596,3 +596,81 @@ func TestE2EMissingRegion(t *testing.T) {
 	assert.Equal(t, 1, p.wait(t))
 	p.waitLog(t, "no AWS region configured (set AWS_REGION")
 }
+
+// echoUpgrade is an upstream handler that switches protocols and echoes
+// lines until the connection closes.
+func echoUpgrade(w http.ResponseWriter, r *http.Request) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test-proto\r\nConnection: Upgrade\r\n\r\n")
+	brw.Flush()
+	for {
+		line, err := brw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		fmt.Fprint(brw, "echo: "+line)
+		brw.Flush()
+	}
+}
+
+// openUpgrade opens an upgraded connection through the proxy and returns it
+// with a function that sends a line and reads the echo.
+func openUpgrade(t *testing.T, addr string) (net.Conn, func(string) (string, error)) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, waitTimeout)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	require.NoError(t, conn.SetDeadline(time.Now().Add(waitTimeout)))
+	fmt.Fprint(conn, "GET /ws HTTP/1.1\r\nHost: proxy\r\nConnection: Upgrade\r\nUpgrade: test-proto\r\n\r\n")
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, res.StatusCode)
+	return conn, func(s string) (string, error) {
+		if _, err := fmt.Fprint(conn, s+"\n"); err != nil {
+			return "", err
+		}
+		return br.ReadString('\n')
+	}
+}
+
+func TestE2EShutdownWaitsForUpgradedConnections(t *testing.T) {
+	t.Parallel()
+	sts := newSTS(t)
+	up := newRecordingUpstream(t, echoUpgrade)
+	p := startProxy(t, sts, "--upstream-host", up.host(), "--shutdown-timeout", "20s")
+	conn, echo := openUpgrade(t, p.addr)
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	p.waitLog(t, `"msg":"shutting down"`)
+	line, err := echo("still here")
+	require.NoError(t, err)
+	assert.Equal(t, "echo: still here\n", line, "the upgraded connection keeps working while draining")
+	select {
+	case <-p.done:
+		t.Fatal("stsproxy exited with an upgraded connection open")
+	default:
+	}
+
+	conn.Close() // the client ends the session: shutdown completes
+	assert.Equal(t, 0, p.wait(t))
+	assert.NotContains(t, p.logs.String(), "upgraded connections still open")
+}
+
+func TestE2EShutdownClosesUpgradedConnectionsAtTheDeadline(t *testing.T) {
+	t.Parallel()
+	sts := newSTS(t)
+	up := newRecordingUpstream(t, echoUpgrade)
+	p := startProxy(t, sts, "--upstream-host", up.host(), "--shutdown-timeout", "500ms")
+	_, echo := openUpgrade(t, p.addr)
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, p.wait(t))
+	assert.Contains(t, p.logs.String(), "upgraded connections still open at --shutdown-timeout")
+	_, err := echo("gone")
+	assert.Error(t, err, "the connection was closed")
+}

@@ -43,8 +43,10 @@ const (
 // ModifyResponse and ErrorHandler hooks of the ReverseProxy, which see only
 // the request.
 type requestState struct {
-	target string // upstream host[:port]
-	status int    // status of the upstream response, set by ModifyResponse
+	target   string // upstream host[:port]
+	status   int    // status of the upstream response, set by ModifyResponse
+	tracked  bool   // came through ServeHTTP, which ends the upgrade count
+	upgraded bool   // counted in proxy.upgrades
 }
 
 // stateKey is the context key of the *requestState.
@@ -70,7 +72,12 @@ type proxy struct {
 	metrics     *proxyMetrics
 	viaName     string       // this instance's pseudonym in Via, "stsproxy-<8 hex>"
 	tokenErrLog *logThrottle // "token unavailable" records, at most one a second
-	via         string       // the Via value added to outbound requests
+
+	// upgrades counts upgraded (e.g. WebSocket) connections in flight.
+	// http.Server.Shutdown does not wait for them, since they are hijacked;
+	// the server waits on this instead.
+	upgrades sync.WaitGroup
+	via      string // the Via value added to outbound requests
 }
 
 // newBaseTransport returns the transport that carries requests to upstreams:
@@ -153,7 +160,14 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 // modifyResponse records the upstream status for the access log, which
 // otherwise cannot see a 101 written on a hijacked connection.
 func (p *proxy) modifyResponse(res *http.Response) error {
-	stateFrom(res.Request.Context()).status = res.StatusCode
+	st := stateFrom(res.Request.Context())
+	st.status = res.StatusCode
+	if res.StatusCode == http.StatusSwitchingProtocols && st.tracked {
+		// ServeHTTP returns, and calls Done, when the upgraded
+		// connection closes.
+		st.upgraded = true
+		p.upgrades.Add(1)
+	}
 	return nil
 }
 
@@ -193,8 +207,11 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	done := p.metrics.serverStart(r.Context())
 	rw := &statusWriter{ResponseWriter: w}
-	st := &requestState{}
+	st := &requestState{tracked: true}
 	defer func() {
+		if st.upgraded {
+			p.upgrades.Done()
+		}
 		status := rw.status
 		if status == 0 {
 			status = st.status // a 101 is written on the hijacked connection

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -163,8 +164,15 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Warn("no --allowed-hosts/ALLOWED_HOSTS: clients can direct tokens to any host", "host_header", cfg.hostHeader)
 	}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	px := newProxy(cfg, &instrumentedTransport{next: tr, metrics: pm}, log, pm)
+	// Requests get a base context that is cancelled when the shutdown
+	// deadline passes: ReverseProxy closes an upgraded connection when its
+	// request's context ends, and Shutdown does not close hijacked ones.
+	baseCtx, cancelBase := context.WithCancel(context.Background())
+	defer cancelBase()
 	srv := &http.Server{
-		Handler:           newProxy(cfg, &instrumentedTransport{next: tr, metrics: pm}, log, pm),
+		Handler:           px,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
@@ -236,7 +244,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("in-flight requests did not finish within --shutdown-timeout; closing them", "error", err.Error())
+		cancelBase()
 		srv.Close()
+	} else if !waitUpgrades(sctx, &px.upgrades) {
+		log.Warn("upgraded connections still open at --shutdown-timeout; closing them")
+		cancelBase()
 	}
 	if err := admin.Shutdown(sctx); err != nil {
 		admin.Close()
@@ -246,6 +258,23 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// waitUpgrades waits for upgraded connections to close, until ctx ends. It
+// reports whether they all closed. Shutdown has returned, so no request can
+// start an upgrade any more.
+func waitUpgrades(ctx context.Context, upgrades *sync.WaitGroup) bool {
+	done := make(chan struct{})
+	go func() {
+		upgrades.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // primeUntilReady fetches the static audience's token, retrying with capped
