@@ -154,12 +154,27 @@ func checkHostName(name string) error {
 
 // Allows reports whether a host, written as in a URL ("api.example.com",
 // "api.example.com:8443", "[2001:db8::1]:443"), matches a pattern. A host
-// without a port matches only patterns without one; [Transport] fills in the
-// scheme's default port before asking.
+// without a port matches only patterns without one; [AllowedHosts.AllowsURLHost]
+// fills in a scheme's default port, as [Transport] does.
 func (a *AllowedHosts) Allows(hostport string) bool {
 	host, port, err := SplitHostPort(hostport)
 	if err != nil {
 		return false
+	}
+	return a.allows(strings.ToLower(host), port)
+}
+
+// AllowsURLHost reports whether a request to hostport with the given URL
+// scheme may be sent, as [Transport] decides: a host without a port is taken
+// at the scheme's default port (443 for https, 80 for http), so
+// "api.example.com:443" admits https://api.example.com.
+func (a *AllowedHosts) AllowsURLHost(scheme, hostport string) bool {
+	host, port, err := SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if port == "" {
+		port = defaultPort(strings.ToLower(scheme))
 	}
 	return a.allows(strings.ToLower(host), port)
 }

@@ -127,3 +127,26 @@ func FuzzAllowedHosts(f *testing.F) {
 		require.True(t, a.Allows(hp), "pattern %q must admit %q", pattern, hp)
 	})
 }
+
+func TestAllowedHostsAllowsURLHostUsesTheSchemesDefaultPort(t *testing.T) {
+	t.Parallel()
+	a, err := ParseAllowedHosts("api.example.com:443", "plain.example.com:80", "[::1]:443", "any.example.com")
+	require.NoError(t, err)
+	tests := []struct {
+		scheme, host string
+		want         bool
+	}{
+		{"https", "api.example.com", true},
+		{"HTTPS", "API.example.com", true},
+		{"http", "api.example.com", false},
+		{"https", "api.example.com:8443", false},
+		{"http", "plain.example.com", true},
+		{"https", "[::1]", true},
+		{"https", "[::1]:8", false},
+		{"ftp", "any.example.com", true},
+		{"https", "[::1", false},
+	}
+	for _, tc := range tests {
+		assert.Equal(t, tc.want, a.AllowsURLHost(tc.scheme, tc.host), "AllowsURLHost(%q, %q)", tc.scheme, tc.host)
+	}
+}

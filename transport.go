@@ -92,19 +92,15 @@ func (t *Transport) hostAllowed(req *http.Request) (attach bool, err error) {
 	if req.URL == nil {
 		return false, errors.New("stsauth: request has no URL")
 	}
-	host, port, err := SplitHostPort(req.URL.Host)
+	host, _, err := SplitHostPort(req.URL.Host)
 	if err != nil || host == "" {
 		return false, fmt.Errorf("stsauth: %w: bad host %q", ErrHostNotAllowed, req.URL.Host)
 	}
 	if IsMetadataHost(host) {
 		return false, fmt.Errorf("stsauth: %w: %s is a link-local or instance metadata address", ErrHostNotAllowed, host)
 	}
-	if port == "" {
-		port = defaultPort(req.URL.Scheme)
-	}
-	host = strings.ToLower(host)
 	if t.AllowedHosts != nil {
-		if !t.AllowedHosts.allows(host, port) {
+		if !t.AllowedHosts.AllowsURLHost(req.URL.Scheme, req.URL.Host) {
 			return false, fmt.Errorf("stsauth: %w: %s is not in the allowed hosts", ErrHostNotAllowed, req.URL.Host)
 		}
 		return true, nil

@@ -303,7 +303,7 @@ func validate(raw map[string]*rawValue) (*config, error) {
 			return nil, invalid(rv.spec, rv.String(), "want host or *.suffix with optional :port (%v)", err)
 		}
 		c.allowedHosts = rv.vals
-		if c.upstreamHost != "" && !c.allowed.Allows(withDefaultPort(c.upstreamHost, c.upstreamScheme)) {
+		if c.upstreamHost != "" && !c.allowed.AllowsURLHost(c.upstreamScheme, c.upstreamHost) {
 			s, v = get("upstream-host")
 			return nil, invalid(s, v, "want a host that --allowed-hosts/ALLOWED_HOSTS allows")
 		}

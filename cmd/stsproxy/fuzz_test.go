@@ -196,7 +196,7 @@ func FuzzConfig(f *testing.F) {
 			require.NoError(t, checkHostPort(c.upstreamHost))
 			require.False(t, forbiddenHost(c.upstreamHost))
 			if c.allowed != nil {
-				require.True(t, c.allowed.Allows(withDefaultPort(c.upstreamHost, c.upstreamScheme)))
+				require.True(t, c.allowed.AllowsURLHost(c.upstreamScheme, c.upstreamHost))
 			}
 		}
 		if len(c.audiences) > 0 {

@@ -284,7 +284,7 @@ func (p *proxy) route(r *http.Request) (target string, status int, msg string) {
 	if forbiddenHost(host) {
 		return host, http.StatusForbidden, fmt.Sprintf("upstream host %q is a link-local or instance metadata address", host)
 	}
-	if p.cfg.allowed != nil && !p.cfg.allowed.Allows(withDefaultPort(host, p.cfg.upstreamScheme)) {
+	if p.cfg.allowed != nil && !p.cfg.allowed.AllowsURLHost(p.cfg.upstreamScheme, host) {
 		return host, http.StatusForbidden, fmt.Sprintf("upstream host %q is not allowed", host)
 	}
 	return host, 0, ""
@@ -443,21 +443,6 @@ func forbiddenHost(hostport string) bool {
 		h = hostport
 	}
 	return stsauth.IsMetadataHost(h)
-}
-
-// withDefaultPort returns hostport with the scheme's default port added if it
-// has none, because [stsauth.AllowedHosts] matches a port-less host only
-// against port-less patterns, while the transport checks the effective port.
-func withDefaultPort(hostport, scheme string) string {
-	host, port, err := stsauth.SplitHostPort(hostport)
-	if err != nil || port != "" {
-		return hostport
-	}
-	port = "443"
-	if scheme == "http" {
-		port = "80"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // copyBuffers lends ReverseProxy the buffers it copies response bodies

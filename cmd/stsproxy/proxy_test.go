@@ -89,15 +89,6 @@ func TestRefuseMetadataAddr(t *testing.T) {
 	}
 }
 
-func TestWithDefaultPort(t *testing.T) {
-	t.Parallel()
-	assert.Equal(t, "a:443", withDefaultPort("a", "https"))
-	assert.Equal(t, "a:80", withDefaultPort("a", "http"))
-	assert.Equal(t, "a:8", withDefaultPort("a:8", "http"))
-	assert.Equal(t, "[::1]:443", withDefaultPort("[::1]", "https"))
-	assert.Equal(t, "[::1]:8", withDefaultPort("[::1]:8", "https"))
-}
-
 // timeoutErr is a net.Error that reports a timeout, like the transport's
 // response-header timeout.
 type timeoutErr struct{}
