@@ -62,7 +62,7 @@ func TestNewAudience(t *testing.T) {
 func TestAudienceKeysAreCollisionFree(t *testing.T) {
 	t.Parallel()
 	assert.NotEqual(t, MustAudience("a,b"), MustAudience("a", "b"))
-	assert.NotEqual(t, MustAudience("a b"[:1]+"b"), MustAudience("a", "b"))
+	assert.NotEqual(t, MustAudience("ab"), MustAudience("a", "b"))
 	assert.Equal(t, MustAudience("b", "a"), MustAudience("a", "b", "a"))
 	assert.Equal(t, "[a b]", MustAudience("b", "a").String())
 }
