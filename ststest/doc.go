@@ -17,14 +17,28 @@
 // at [Server.JWKSURL] and at the jwks_uri of
 // [Server.URL]/.well-known/openid-configuration.
 //
-// Tokens carry the claims real STS puts in web identity tokens: iss,
-// sub (arn:aws:iam::<account>:role/ststest), aud (a string for one audience,
-// an array in request order for several), iat, exp (iat plus
-// DurationSeconds, 300 s by default, or the [Server.SetTokenLifetime]
-// override) and a unique jti. AWS claims are nested in a
-// "https://sts.amazonaws.com/" object: aws_account, source_region,
-// principal_id, org_id and, when the request has tags, request_tags, a map
-// of tag key to value. The response's Expiration equals the exp claim.
+// Tokens carry the claims real STS puts in web identity tokens, and no
+// others:
+//
+//   - iss: [Server.URL].
+//   - sub: the principal's ARN, [Server.PrincipalARN] (by default the role
+//     arn:aws:iam::<account>:role/ststest).
+//   - aud: a string for one audience, an array in request order for several.
+//   - iat: the server's clock ([Server.Now]), in Unix seconds.
+//   - exp: iat plus DurationSeconds (300 s by default), or the
+//     [Server.SetTokenLifetime] override. The response's Expiration equals it.
+//   - jti: a random UUID, unique per token.
+//   - "https://sts.amazonaws.com/": an object with aws_account
+//     ([Server.AccountID]), source_region ([Server.Region]), principal_id
+//     (the same ARN as sub, as in real tokens), org_id ([Server.OrgID]),
+//     ou_path (an array of path strings, [Server.OUPath]),
+//     identity_store_user_id (only when [Server.IdentityStoreUserID] is set)
+//     and, only when the request has tags, request_tags, a map of tag key to
+//     value.
+//
+// There is no nbf claim, as in real tokens. Every value has a default, so
+// [NewServer] mints real-shaped tokens; set the fields on a server from
+// [NewUnstartedServer] before [Server.Start] to change them.
 //
 // Faults are injected with [Server.FailNext], [Server.FailAll],
 // [Server.SetLatency], [Server.Hold] and [Server.SetTokenLifetime], and are

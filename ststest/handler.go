@@ -60,14 +60,6 @@ const (
 	serverClosedMessage     = "ststest: server is closed"
 	missingAuthTokenMessage = "Request is missing Authentication Token"
 
-	// principalRoleName is the role in the sub claim,
-	// arn:aws:iam::<account>:role/ststest.
-	principalRoleName = "ststest"
-	// principalIDPrefix is a role unique ID (AROA and 17 characters); the
-	// principal_id claim is it plus ":" and the session name.
-	principalIDPrefix = "AROASTSTESTEXAMPLE000:"
-	fakeOrgID         = "o-ststest000"
-
 	// maxEchoLen bounds how much of a client-supplied value a message echoes.
 	maxEchoLen = 64
 )
@@ -260,15 +252,17 @@ func (s *Server) mint(w http.ResponseWriter, req *request, lifetime time.Duratio
 	exp := iat + seconds
 	c := &claims{
 		Iss: s.ts.URL, // not s.URL, which Start sets only after serving begins
-		Sub: "arn:aws:iam::" + s.accountID + ":role/" + principalRoleName,
+		Sub: s.principalARN,
 		Iat: iat,
 		Exp: exp,
 		Jti: newID(),
 		AWS: awsClaims{
-			AWSAccount:   s.accountID,
-			SourceRegion: s.region,
-			PrincipalID:  principalIDPrefix + principalRoleName,
-			OrgID:        fakeOrgID,
+			AWSAccount:          s.accountID,
+			SourceRegion:        s.region,
+			PrincipalID:         s.principalARN,
+			OrgID:               s.orgID,
+			OUPath:              s.ouPath,
+			IdentityStoreUserID: s.identityStoreUserID,
 		},
 	}
 	if len(req.audience) == 1 {

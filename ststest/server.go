@@ -19,7 +19,21 @@ const (
 	DefaultAccountID = "123456789012"
 	// DefaultRegion is the AWS Region used when [Server.Region] is empty.
 	DefaultRegion = "us-east-1"
+	// DefaultOrgID is the AWS Organizations ID used when [Server.OrgID] is
+	// empty. It has the shape of a real one: "o-" and 10 characters.
+	DefaultOrgID = "o-ststest000"
+	// DefaultRoleName is the IAM role of the default principal,
+	// arn:aws:iam::<account>:role/ststest, used when [Server.PrincipalARN]
+	// is empty.
+	DefaultRoleName = "ststest"
 )
+
+// DefaultOUPath is the organizational unit path used when [Server.OUPath]
+// is nil: one path from the organization root to the account's OU, in the
+// shape real tokens carry, "<org>/<root>/<ou>/.../".
+func DefaultOUPath() []string {
+	return []string{DefaultOrgID + "/r-st00/ou-st00-ststest0/"}
+}
 
 // Static credentials that [Server.Client] signs requests with. The server
 // only checks that a request is signed, not the signature.
@@ -51,6 +65,28 @@ type Server struct {
 	// [DefaultRegion] is used.
 	Region string
 
+	// OrgID is the AWS Organizations ID of the fake caller, the org_id
+	// claim. If empty, [DefaultOrgID] is used.
+	OrgID string
+
+	// OUPath is the organizational unit path of the fake caller's account,
+	// the ou_path claim: an array of path strings like
+	// "o-xxxxxxxxxx/r-xxxx/ou-xxxx-xxxxxxxx/", as real tokens carry. If nil,
+	// [DefaultOUPath] is used; an empty non-nil slice mints an empty array.
+	OUPath []string
+
+	// PrincipalARN is the ARN of the fake caller, the sub claim and the
+	// principal_id claim. For a role session real STS puts the role ARN
+	// here, not the session ARN. If empty, the role
+	// arn:aws:iam::<AccountID>:role/ststest ([DefaultRoleName]) is used.
+	// It must start with "arn:".
+	PrincipalARN string
+
+	// IdentityStoreUserID is the IAM Identity Center user of the fake
+	// caller, the identity_store_user_id claim that real tokens carry for
+	// SSO users. If empty, the claim is omitted.
+	IdentityStoreUserID string
+
 	// Now is the clock used for the iat and exp claims and the Expiration of
 	// the response. If nil, [time.Now] is used. Setting it lets tests share a
 	// fake clock with the code under test.
@@ -63,9 +99,13 @@ type Server struct {
 	started   atomic.Bool
 
 	// Resolved copies of the exported configuration, fixed at Start.
-	accountID string
-	region    string
-	now       func() time.Time
+	accountID           string
+	region              string
+	orgID               string
+	ouPath              []string
+	principalARN        string
+	identityStoreUserID string
+	now                 func() time.Time
 
 	// onHold, if non-nil, is called when a request starts waiting on a hold.
 	// In-package tests set it before Start to synchronise without sleeping.
@@ -129,6 +169,22 @@ func (s *Server) Start() {
 	if s.region == "" {
 		s.region = DefaultRegion
 	}
+	s.orgID = s.OrgID
+	if s.orgID == "" {
+		s.orgID = DefaultOrgID
+	}
+	s.ouPath = slices.Clone(s.OUPath)
+	if s.OUPath == nil {
+		s.ouPath = DefaultOUPath()
+	}
+	s.principalARN = s.PrincipalARN
+	if s.principalARN == "" {
+		s.principalARN = "arn:aws:iam::" + s.accountID + ":role/" + DefaultRoleName
+	}
+	if !strings.HasPrefix(s.principalARN, "arn:") {
+		panic("ststest: PrincipalARN must be an ARN starting with \"arn:\", got " + s.principalARN)
+	}
+	s.identityStoreUserID = s.IdentityStoreUserID
 	s.now = s.Now
 	if s.now == nil {
 		s.now = time.Now

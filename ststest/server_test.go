@@ -106,7 +106,11 @@ type tokenClaims struct {
 		SourceRegion string            `json:"source_region"`
 		PrincipalID  string            `json:"principal_id"`
 		OrgID        string            `json:"org_id"`
+		OUPath       json.RawMessage   `json:"ou_path"`
 		RequestTags  map[string]string `json:"request_tags"`
+		// IdentityStoreUserID is a pointer to tell an absent claim from an
+		// empty one.
+		IdentityStoreUserID *string `json:"identity_store_user_id"`
 	} `json:"https://sts.amazonaws.com/"`
 }
 
@@ -165,8 +169,10 @@ func TestGetWebIdentityTokenSuccess(t *testing.T) {
 			assert.NotEmpty(t, c.Jti)
 			assert.Equal(t, "210987654321", c.AWS.AWSAccount)
 			assert.Equal(t, "eu-west-1", c.AWS.SourceRegion)
-			assert.NotEmpty(t, c.AWS.PrincipalID)
-			assert.NotEmpty(t, c.AWS.OrgID)
+			assert.Equal(t, "arn:aws:iam::210987654321:role/ststest", c.AWS.PrincipalID, "principal_id is the ARN, as in real tokens")
+			assert.Equal(t, DefaultOrgID, c.AWS.OrgID)
+			assert.JSONEq(t, `["o-ststest000/r-st00/ou-st00-ststest0/"]`, string(c.AWS.OUPath), "ou_path is an array")
+			assert.Nil(t, c.AWS.IdentityStoreUserID)
 			assert.Nil(t, c.AWS.RequestTags)
 			require.NotNil(t, out.Expiration)
 			assert.Equal(t, time.Unix(c.Exp, 0).UTC(), out.Expiration.UTC())
@@ -177,6 +183,39 @@ func TestGetWebIdentityTokenSuccess(t *testing.T) {
 		})
 	}
 	assert.NotEqual(t, kids["RS256"], kids["ES384"], "kid values must differ")
+}
+
+func TestConfiguredPrincipalClaims(t *testing.T) {
+	t.Parallel()
+	const principal = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Dev_0123456789abcdef"
+	s := newTestServer(t, func(s *Server) {
+		s.AccountID = "111122223333"
+		s.OrgID = "o-a1b2c3d4e5"
+		s.OUPath = []string{"o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/ou-ab12-22222222/"}
+		s.PrincipalARN = principal
+		s.IdentityStoreUserID = "90676b1a-0031-70a4-4b1a-1f1c2b3d4e5f"
+	})
+	keys := fetchKeys(t, s)
+	out, err := s.Client().GetWebIdentityToken(t.Context(), input("ES384", "aud"))
+	require.NoError(t, err)
+	c := verify(t, keys, aws.ToString(out.WebIdentityToken), "ES384")
+	assert.Equal(t, principal, c.Sub)
+	assert.Equal(t, principal, c.AWS.PrincipalID)
+	assert.Equal(t, "111122223333", c.AWS.AWSAccount)
+	assert.Equal(t, "o-a1b2c3d4e5", c.AWS.OrgID)
+	assert.JSONEq(t, `["o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/ou-ab12-22222222/"]`, string(c.AWS.OUPath))
+	require.NotNil(t, c.AWS.IdentityStoreUserID)
+	assert.Equal(t, "90676b1a-0031-70a4-4b1a-1f1c2b3d4e5f", *c.AWS.IdentityStoreUserID)
+}
+
+func TestEmptyOUPathIsAnEmptyArray(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, func(s *Server) { s.OUPath = []string{} })
+	keys := fetchKeys(t, s)
+	out, err := s.Client().GetWebIdentityToken(t.Context(), input("RS256", "aud"))
+	require.NoError(t, err)
+	c := verify(t, keys, aws.ToString(out.WebIdentityToken), "RS256")
+	assert.JSONEq(t, `[]`, string(c.AWS.OUPath))
 }
 
 func TestMultipleAudiencesAndTags(t *testing.T) {
@@ -786,6 +825,9 @@ func TestBadConfigPanics(t *testing.T) {
 	s := NewUnstartedServer()
 	s.AccountID = "12345"
 	assert.Panics(t, s.Start)
+	s = NewUnstartedServer()
+	s.PrincipalARN = "ststest"
+	assert.PanicsWithValue(t, `ststest: PrincipalARN must be an ARN starting with "arn:", got ststest`, s.Start)
 	assert.Panics(t, func() { NewUnstartedServer().Client() })
 }
 

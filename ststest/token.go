@@ -120,12 +120,17 @@ type claims struct {
 // awsClaims are the AWS-specific claims under the "https://sts.amazonaws.com/"
 // namespace. Request tags are custom claims under request_tags, as real STS
 // does.
+//
+// original_session_exp (the expiry of the calling session, an RFC 3339
+// string) belongs here too; it is set with the session-expiry emulation.
 type awsClaims struct {
-	AWSAccount   string            `json:"aws_account"`
-	SourceRegion string            `json:"source_region"`
-	PrincipalID  string            `json:"principal_id"`
-	OrgID        string            `json:"org_id"`
-	RequestTags  map[string]string `json:"request_tags,omitempty"`
+	AWSAccount          string            `json:"aws_account"`
+	SourceRegion        string            `json:"source_region"`
+	PrincipalID         string            `json:"principal_id"`
+	OrgID               string            `json:"org_id"`
+	OUPath              []string          `json:"ou_path"`
+	IdentityStoreUserID string            `json:"identity_store_user_id,omitempty"`
+	RequestTags         map[string]string `json:"request_tags,omitempty"`
 }
 
 // sign returns the compact JWS serialization of c signed with alg.
