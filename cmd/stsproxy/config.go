@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,22 +71,22 @@ func (s flagSpec) env() string {
 var flagSpecs = []flagSpec{
 	{name: "listen-addr", def: defaultListenAddr, usage: "address the proxy listens on, host:port"},
 	{name: "upstream-host", usage: "pin every request to this upstream host[:port]; empty routes by --host-header"},
-	{name: "upstream-scheme", def: defaultUpstreamScheme, usage: "scheme used to reach the upstream: http or https"},
+	{name: "upstream-scheme", def: defaultUpstreamScheme, usage: "scheme used to reach the upstream: http or https (any case)"},
 	{name: "host-header", def: defaultHostHeader, usage: `request header naming the upstream host; "Host" routes by the Host line`},
 	{name: "allowed-hosts", kind: kindCommaList, usage: "upstream hosts tokens may be sent to: exact or *.suffix, optional :port (comma list, repeatable)"},
 	{name: "upstream-timeout", def: defaultUpstreamTimeout.String(), usage: "how long to wait for upstream response headers, more than 0"},
 	{name: "token-audience", kind: kindList, usage: "token audience (repeatable; env is a comma list); unset derives <scheme>://<host> per request"},
-	{name: "token-signing-algorithm", def: stsauth.RS256, usage: "token signing algorithm: RS256 or ES384"},
+	{name: "token-signing-algorithm", def: stsauth.RS256, usage: "token signing algorithm: RS256 or ES384 (any case)"},
 	{name: "token-duration", def: "1h", usage: "requested token lifetime, 60s to 1h"},
-	{name: "token-refresh-skew", def: "5m", usage: "refresh a token this long before it expires, more than 0 and less than --token-duration"},
+	{name: "token-refresh-skew", def: "5m", usage: "refresh a token this long before it expires, more than 0 and less than --token-duration; unset and not less than --token-duration: half the duration"},
 	{name: "token-tag", kind: kindList, usage: "session tag key=value added to every token (repeatable; env TOKEN_TAGS is a comma list)"},
 	{name: "token-cache-size", def: strconv.Itoa(stsauth.DefaultCacheSize), usage: "how many audience sets to cache tokens for, at least 1"},
-	{name: "log-level", def: "info", usage: "log level: debug, info, warn or error"},
-	{name: "log-format", def: "json", usage: "log format: json or text"},
+	{name: "log-level", def: "info", usage: "log level: debug, info, warn or error (any case)"},
+	{name: "log-format", def: "json", usage: "log format: json or text (any case)"},
 	{name: "access-log", kind: kindBool, def: "true", usage: "log one info record per request"},
 	{name: "tls-cert", usage: "PEM certificate file; serve TLS (needs --tls-key)"},
 	{name: "tls-key", usage: "PEM private key file (needs --tls-cert)"},
-	{name: "metrics-enabled", kind: kindBool, def: "true", usage: "serve Prometheus metrics on the admin listener"},
+	{name: "metrics-enabled", kind: kindBool, def: "true", usage: "serve Prometheus metrics on the admin listener; false binds no admin listener, so no /healthz or /readyz either"},
 	{name: "metrics-listen-addr", def: defaultMetricsListenAddr, usage: "admin listener for /healthz, /readyz and metrics, host:port"},
 	{name: "metrics-path", def: defaultMetricsPath, usage: "path of the metrics endpoint, starting with /"},
 	{name: "shutdown-timeout", def: defaultShutdownTimeout.String(), usage: "how long in-flight requests may take to finish on shutdown, more than 0"},
@@ -93,6 +94,32 @@ var flagSpecs = []flagSpec{
 	// --version has no env var: VERSION is commonly set in container
 	// images to something else, which must not break or alter startup.
 	{name: "version", kind: kindBool, def: "false", usage: "print the version and exit", noEnv: true},
+}
+
+// command is stsproxy or one of its subcommands that takes flags: its usage
+// line and the flags it reads. A subcommand lists only the flags it uses, so
+// its --help shows those alone and a flag or environment variable it ignores
+// is neither accepted nor validated there.
+type command struct {
+	name     string   // "stsproxy" or "stsproxy token", as in messages
+	synopsis string   // the usage line
+	flags    []string // names of the flags it takes; nil takes every flag
+}
+
+// takes reports whether c reads the flag named name.
+func (c *command) takes(name string) bool {
+	return c.flags == nil || slices.Contains(c.flags, name)
+}
+
+// proxyCommand is stsproxy itself: the proxy, with every flag.
+var proxyCommand = &command{name: "stsproxy", synopsis: "stsproxy [flags]"}
+
+// tokenCommand is "stsproxy token", which prints one token.
+var tokenCommand = &command{
+	name:     "stsproxy token",
+	synopsis: "stsproxy token --token-audience AUD [--token-audience AUD...] [flags]",
+	flags: []string{"token-audience", "token-signing-algorithm", "token-duration", "token-tag",
+		"local-sts", "log-level", "log-format"},
 }
 
 // config is the validated configuration of one run.
@@ -110,6 +137,7 @@ type config struct {
 	signingAlg  string
 	duration    time.Duration
 	refreshSkew time.Duration
+	skewHalved  bool // the default skew did not fit duration: refreshSkew is duration/2
 	tags        map[string]string
 	cacheSize   int
 
@@ -134,7 +162,8 @@ func (c *config) routeByRequestHost() bool {
 	return c.upstreamHost == "" && c.hostHeader == hostHeaderRequestLine
 }
 
-// usageError is a configuration error: run prints it with usage and exits 2.
+// usageError is a configuration error: run prints it with a pointer to
+// --help and exits 2.
 type usageError struct{ msg string }
 
 // Error returns the message, which names the flag, env var and valid range.
@@ -198,19 +227,29 @@ func (v *rawValue) last() string {
 // set reports whether a value was given by flag or env.
 func (v *rawValue) set() bool { return len(v.vals) > 0 }
 
-// parseConfig parses args and the environment (through getenv) into a
-// validated config. A flag beats its env var, which beats the default; which
-// flags were given is decided with [flag.FlagSet.Visit]. It returns
-// [flag.ErrHelp] for -h/--help and a *usageError for anything invalid.
+// parseConfig parses the proxy's args and the environment (through getenv)
+// into a validated config; see [parseCommandConfig].
 func parseConfig(args []string, getenv func(string) string) (*config, error) {
-	fs := flag.NewFlagSet("stsproxy", flag.ContinueOnError)
+	return parseCommandConfig(proxyCommand, args, getenv)
+}
+
+// parseCommandConfig parses args and the environment (through getenv) into a
+// validated config for cmd. A flag beats its env var, which beats the
+// default; which flags were given is decided with [flag.FlagSet.Visit].
+// Flags cmd does not take are rejected on the command line, not read from
+// the environment, and so keep their (valid) defaults. It returns
+// [flag.ErrHelp] for -h/--help and a *usageError for anything invalid.
+func parseCommandConfig(cmd *command, args []string, getenv func(string) string) (*config, error) {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	raw := make(map[string]*rawValue, len(flagSpecs))
 	for _, s := range flagSpecs {
 		v := &rawValue{spec: s}
 		raw[s.name] = v
-		fs.Var(v, s.name, s.usage)
+		if cmd.takes(s.name) {
+			fs.Var(v, s.name, s.usage)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -224,7 +263,7 @@ func parseConfig(args []string, getenv func(string) string) (*config, error) {
 	visited := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { visited[f.Name] = true })
 	for _, s := range flagSpecs {
-		if visited[s.name] || s.noEnv {
+		if visited[s.name] || s.noEnv || !cmd.takes(s.name) {
 			continue
 		}
 		if e := getenv(s.env()); e != "" {
@@ -260,11 +299,12 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	}
 	c.listenAddr = v
 
+	// Enum values are case-insensitive, as in aws-outbound-jwt-proxy.
 	s, v = get("upstream-scheme")
-	if v != "http" && v != "https" {
+	c.upstreamScheme = strings.ToLower(v)
+	if c.upstreamScheme != "http" && c.upstreamScheme != "https" {
 		return nil, invalid(s, v, "want http or https")
 	}
-	c.upstreamScheme = v
 
 	s, v = get("upstream-host")
 	if v != "" {
@@ -330,10 +370,10 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	}
 
 	s, v = get("token-signing-algorithm")
-	if v != stsauth.RS256 && v != stsauth.ES384 {
+	c.signingAlg = strings.ToUpper(v)
+	if c.signingAlg != stsauth.RS256 && c.signingAlg != stsauth.ES384 {
 		return nil, invalid(s, v, "want %s or %s", stsauth.RS256, stsauth.ES384)
 	}
-	c.signingAlg = v
 
 	s, v = get("token-duration")
 	c.duration, err = time.ParseDuration(v)
@@ -357,6 +397,7 @@ func validate(raw map[string]*rawValue) (*config, error) {
 		// The default skew does not fit a short duration: refresh halfway,
 		// as the library does, rather than reject a flag the user never set.
 		c.refreshSkew = c.duration / 2
+		c.skewHalved = true
 	}
 
 	if rv := raw["token-tag"]; rv.set() {
@@ -387,7 +428,7 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	}
 
 	s, v = get("log-level")
-	switch v {
+	switch strings.ToLower(v) {
 	case "debug":
 		c.logLevel = slog.LevelDebug
 	case "info":
@@ -401,10 +442,10 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	}
 
 	s, v = get("log-format")
-	if v != "json" && v != "text" {
+	c.logFormat = strings.ToLower(v)
+	if c.logFormat != "json" && c.logFormat != "text" {
 		return nil, invalid(s, v, "want json or text")
 	}
-	c.logFormat = v
 
 	certSpec, cert := get("tls-cert")
 	keySpec, key := get("tls-key")
@@ -426,7 +467,8 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	if err := checkListenAddr(v); err != nil {
 		return nil, invalid(s, v, "want host:port (%v)", err)
 	}
-	if v == c.listenAddr && !strings.HasSuffix(v, ":0") {
+	// With metrics disabled no admin listener is bound, so it cannot clash.
+	if c.metricsEnabled && v == c.listenAddr && !strings.HasSuffix(v, ":0") {
 		return nil, invalid(s, v, "want an address different from --listen-addr/LISTEN_ADDR")
 	}
 	c.metricsListenAddr = v
@@ -487,11 +529,24 @@ func validHeaderName(v string) bool {
 	return true
 }
 
-// writeUsage prints every flag with its env var and default.
+// writeUsage prints the proxy's usage: every flag with its env var and
+// default, and the subcommands.
 func writeUsage(w io.Writer) {
-	fmt.Fprintf(w, "Usage: stsproxy [flags]\n       stsproxy token --token-audience AUD [flags]\n\n")
-	fmt.Fprintf(w, "Every flag can also be set by its environment variable; a flag beats its variable.\n\nFlags:\n")
+	writeCommandUsage(w, proxyCommand)
+}
+
+// writeCommandUsage prints cmd's usage: the flags it takes, each with its
+// env var and default.
+func writeCommandUsage(w io.Writer, cmd *command) {
+	fmt.Fprintf(w, "Usage: %s\n", cmd.synopsis)
+	if cmd == proxyCommand {
+		fmt.Fprintf(w, "       stsproxy version\n       %s\n", tokenCommand.synopsis)
+	}
+	fmt.Fprintf(w, "\nEvery flag can also be set by its environment variable; a flag beats its variable.\n\nFlags:\n")
 	for _, s := range flagSpecs {
+		if !cmd.takes(s.name) {
+			continue
+		}
 		arg := " value"
 		if s.kind == kindBool {
 			arg = ""

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,13 +79,32 @@ func TestParseConfigValid(t *testing.T) {
 			func(t *testing.T, c *config) { assert.Equal(t, []string{"f"}, c.audience.Values()) }},
 		{"ES384", []string{"--token-signing-algorithm", "ES384"}, nil,
 			func(t *testing.T, c *config) { assert.Equal(t, "ES384", c.signingAlg) }},
+		{"enums in any case", []string{"--token-signing-algorithm", "es384", "--log-format", "JSON", "--upstream-scheme", "HTTP"}, map[string]string{"LOG_LEVEL": "WARN"},
+			func(t *testing.T, c *config) {
+				assert.Equal(t, "ES384", c.signingAlg)
+				assert.Equal(t, "json", c.logFormat)
+				assert.Equal(t, "http", c.upstreamScheme)
+				assert.Equal(t, slog.LevelWarn, c.logLevel)
+			}},
+		{"enums in any case from env", nil, map[string]string{"TOKEN_SIGNING_ALGORITHM": "rs256", "LOG_FORMAT": "Text", "UPSTREAM_SCHEME": "HTTPS", "LOG_LEVEL": "Debug"},
+			func(t *testing.T, c *config) {
+				assert.Equal(t, "RS256", c.signingAlg)
+				assert.Equal(t, "text", c.logFormat)
+				assert.Equal(t, "https", c.upstreamScheme)
+				assert.Equal(t, slog.LevelDebug, c.logLevel)
+			}},
+		{"metrics disabled: admin address may equal listen address", []string{"--metrics-enabled=false", "--metrics-listen-addr", ":8080"}, nil,
+			func(t *testing.T, c *config) { assert.False(t, c.metricsEnabled) }},
 		{"duration bounds", []string{"--token-duration", "60s", "--token-refresh-skew", "59s"}, nil,
 			func(t *testing.T, c *config) {
 				assert.Equal(t, time.Minute, c.duration)
 				assert.Equal(t, 59*time.Second, c.refreshSkew)
 			}},
 		{"default skew halves a short duration", []string{"--token-duration", "4m"}, nil,
-			func(t *testing.T, c *config) { assert.Equal(t, 2*time.Minute, c.refreshSkew) }},
+			func(t *testing.T, c *config) {
+				assert.Equal(t, 2*time.Minute, c.refreshSkew)
+				assert.True(t, c.skewHalved)
+			}},
 		{"host header Host", []string{"--host-header", "host"}, nil,
 			func(t *testing.T, c *config) {
 				assert.Equal(t, "Host", c.hostHeader)
@@ -236,14 +256,23 @@ func TestRunExitCodes(t *testing.T) {
 		wantStderr []string
 	}{
 		{"bad duration", []string{"--token-duration", "2h"}, nil, 2, "",
-			[]string{`stsproxy: invalid --token-duration/TOKEN_DURATION "2h": want 60s to 1h`, "Usage: stsproxy", "--token-duration value (env TOKEN_DURATION)"}},
+			[]string{`stsproxy: invalid --token-duration/TOKEN_DURATION "2h": want 60s to 1h` + "\nRun 'stsproxy --help' for usage.\n"}},
 		{"bad env", nil, map[string]string{"UPSTREAM_SCHEME": "gopher"}, 2, "",
-			[]string{`invalid --upstream-scheme/UPSTREAM_SCHEME "gopher": want http or https`, "Usage:"}},
-		{"unknown flag", []string{"--bogus"}, nil, 2, "", []string{"flag provided but not defined: -bogus", "Usage:"}},
+			[]string{`stsproxy: invalid --upstream-scheme/UPSTREAM_SCHEME "gopher": want http or https` + "\nRun 'stsproxy --help' for usage.\n"}},
+		{"unknown flag", []string{"--bogus"}, nil, 2, "",
+			[]string{"stsproxy: flag provided but not defined: -bogus\nRun 'stsproxy --help' for usage.\n"}},
 		{"help", []string{"--help"}, nil, 0, "Usage: stsproxy", nil},
 		{"version", []string{"--version"}, nil, 0, "stsproxy ", nil},
-		{"token without audience", []string{"token"}, nil, 2, "", []string{"missing --token-audience/TOKEN_AUDIENCE", "Usage:"}},
-		{"token bad flag", []string{"token", "--token-duration", "1s"}, nil, 2, "", []string{`invalid --token-duration/TOKEN_DURATION "1s"`}},
+		{"version subcommand", []string{"version"}, map[string]string{"UPSTREAM_SCHEME": "gopher"}, 0, "stsproxy ", nil},
+		{"version subcommand argument", []string{"version", "--short"}, nil, 2, "",
+			[]string{"stsproxy: version: unexpected argument \"--short\"\nRun 'stsproxy --help' for usage.\n"}},
+		{"token without audience", []string{"token"}, nil, 2, "",
+			[]string{"stsproxy: token: missing --token-audience/TOKEN_AUDIENCE: want 1 to 10 audience values\nRun 'stsproxy token --help' for usage.\n"}},
+		{"token bad flag", []string{"token", "--token-duration", "1s"}, nil, 2, "",
+			[]string{`stsproxy: invalid --token-duration/TOKEN_DURATION "1s": want 60s to 1h` + "\nRun 'stsproxy token --help' for usage.\n"}},
+		{"token rejects a proxy flag", []string{"token", "--listen-addr", ":1", "--token-audience", "a"}, nil, 2, "",
+			[]string{"stsproxy: flag provided but not defined: -listen-addr\nRun 'stsproxy token --help' for usage.\n"}},
+		{"token help", []string{"token", "--help"}, nil, 0, "Usage: stsproxy token --token-audience AUD", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -257,9 +286,62 @@ func TestRunExitCodes(t *testing.T) {
 				assert.Empty(t, stdout.String())
 			}
 			for _, w := range tc.wantStderr {
-				assert.Contains(t, stderr.String(), w)
+				assert.Equal(t, w, stderr.String())
+			}
+			if tc.wantStderr == nil {
+				assert.Empty(t, stderr.String())
 			}
 		})
+	}
+}
+
+// TestTokenCommandFlags checks that "stsproxy token" takes, lists and
+// validates only the flags it uses.
+func TestTokenCommandFlags(t *testing.T) {
+	t.Parallel()
+	var help bytes.Buffer
+	writeCommandUsage(&help, tokenCommand)
+	for _, s := range flagSpecs {
+		if slices.Contains(tokenCommand.flags, s.name) {
+			assert.Contains(t, help.String(), "--"+s.name+" ", s.name)
+		} else {
+			assert.NotContains(t, help.String(), "--"+s.name+" ", s.name)
+		}
+	}
+	for _, name := range tokenCommand.flags {
+		assert.True(t, slices.ContainsFunc(flagSpecs, func(s flagSpec) bool { return s.name == name }), "token takes unknown flag %s", name)
+	}
+
+	// Environment variables of flags token does not use are ignored, even
+	// invalid ones; those of flags it uses are validated.
+	env := map[string]string{"UPSTREAM_SCHEME": "gopher", "LISTEN_ADDR": "x", "METRICS_PATH": "nope", "TLS_CERT": "/nonexistent", "TOKEN_AUDIENCE": "a,b"}
+	c, err := parseCommandConfig(tokenCommand, nil, envOf(env))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a", "b"}, c.audience.Values())
+	env["TOKEN_DURATION"] = "2h"
+	_, err = parseCommandConfig(tokenCommand, nil, envOf(env))
+	assert.ErrorContains(t, err, "invalid --token-duration/TOKEN_DURATION")
+}
+
+// TestLogTokenSettings checks the effective refresh skew is logged, with the
+// rule when the default was halved.
+func TestLogTokenSettings(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"duration=1h0m0s refresh_skew=5m0s signing_algorithm=RS256\n"}},
+		{[]string{"--token-duration", "2m"}, []string{"duration=2m0s refresh_skew=1m0s", `refresh_skew_rule="default 5m does not fit --token-duration: half the duration"`}},
+		{[]string{"--token-duration", "2m", "--token-refresh-skew", "30s"}, []string{"duration=2m0s refresh_skew=30s signing_algorithm=RS256\n"}},
+	} {
+		c, err := parseConfig(tc.args, envOf(nil))
+		require.NoError(t, err)
+		var buf bytes.Buffer
+		logTokenSettings(slog.New(slog.NewTextHandler(&buf, nil)), c)
+		for _, w := range tc.want {
+			assert.Contains(t, buf.String(), w, "args %v", tc.args)
+		}
 	}
 }
 

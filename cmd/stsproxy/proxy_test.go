@@ -190,22 +190,30 @@ func TestRunInProcess(t *testing.T) {
 		assert.Contains(t, logs.String(), "local development only")
 		assert.NotContains(t, logs.String(), "clients can direct tokens to any host")
 	})
-	t.Run("pinned with static audience", func(t *testing.T) {
-		addr, metricsAddr, _, stop := startRun(t, "--upstream-host", upHost, "--token-audience", "https://pinned.example", "--metrics-enabled=false")
+	t.Run("pinned with static audience, metrics disabled", func(t *testing.T) {
+		addr, metricsAddr, logs, stop := startRun(t, "--upstream-host", upHost, "--token-audience", "https://pinned.example", "--metrics-enabled=false")
+		// No admin listener at all: nothing to poll, so wait for the log.
+		assert.Empty(t, metricsAddr)
 		deadline := time.Now().Add(waitTimeout)
-		status := 0
-		for status != http.StatusOK && time.Now().Before(deadline) {
-			status, _ = do("http://"+metricsAddr+"/readyz", "", nil)
-			if status != http.StatusOK {
-				time.Sleep(10 * time.Millisecond) // poll interval, bounded by the deadline
-			}
+		for !strings.Contains(logs.String(), `"msg":"token ready"`) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // poll interval, bounded by the deadline
 		}
-		assert.Equal(t, http.StatusOK, status)
+		assert.Contains(t, logs.String(), `"msg":"token ready"`)
 		status, body := do("http://"+addr+"/", "", map[string]string{"X-Upstream-Host": "ignored.example"})
 		assert.Equal(t, http.StatusOK, status)
 		assert.Equal(t, upHost+" Bearer", body)
-		status, _ = do("http://"+metricsAddr+"/metrics", "", nil)
-		assert.Equal(t, http.StatusNotFound, status)
+		assert.Equal(t, 0, stop())
+	})
+	t.Run("metrics disabled binds no admin listener", func(t *testing.T) {
+		// The default admin address is taken: with metrics disabled the
+		// proxy must still start, since it binds nothing there.
+		busy, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer busy.Close()
+		addr, metricsAddr, _, stop := startRun(t, "--upstream-host", upHost, "--metrics-listen-addr", busy.Addr().String(), "--metrics-enabled=false")
+		assert.Empty(t, metricsAddr)
+		status, _ := do("http://"+addr+"/", "", nil)
+		assert.Equal(t, http.StatusOK, status)
 		assert.Equal(t, 0, stop())
 	})
 	c.CloseIdleConnections()

@@ -54,10 +54,15 @@ func versionString() string {
 // in so tests can drive it. It returns the exit code: 0 on success, 1 on a
 // runtime failure, 2 on bad configuration.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "token" {
-		return runToken(ctx, args[1:], getenv, stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "token":
+			return runToken(ctx, args[1:], getenv, stdout, stderr)
+		case "version":
+			return runVersion(args[1:], stdout, stderr)
+		}
 	}
-	cfg, code := loadConfig(args, getenv, stdout, stderr)
+	cfg, code := loadConfig(proxyCommand, args, getenv, stdout, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -73,20 +78,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return 0
 }
 
-// loadConfig parses the configuration, printing the error and usage on
-// failure. A nil config comes with the exit code to return.
-func loadConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) (*config, int) {
-	cfg, err := parseConfig(args, getenv)
+// runVersion implements "stsproxy version", the same as --version.
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		return configError(stderr, proxyCommand, fmt.Sprintf("version: unexpected argument %q", args[0]))
+	}
+	fmt.Fprintln(stdout, "stsproxy", versionString())
+	return 0
+}
+
+// loadConfig parses cmd's configuration: usage on stdout for --help, the
+// one-line error and a pointer to --help on failure. A nil config comes with
+// the exit code to return.
+func loadConfig(cmd *command, args []string, getenv func(string) string, stdout, stderr io.Writer) (*config, int) {
+	cfg, err := parseCommandConfig(cmd, args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
-		writeUsage(stdout)
+		writeCommandUsage(stdout, cmd)
 		return nil, 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: %v\n\n", err)
-		writeUsage(stderr)
-		return nil, 2
+		return nil, configError(stderr, cmd, err.Error())
 	}
 	return cfg, 0
+}
+
+// configError prints a configuration error as one line, then where to find
+// the usage, and returns exit code 2. The whole usage would bury the one line
+// that matters.
+func configError(stderr io.Writer, cmd *command, msg string) int {
+	fmt.Fprintf(stderr, "stsproxy: %s\nRun '%s --help' for usage.\n", msg, cmd.name)
+	return 2
 }
 
 // newLogger returns the JSON or text logger at the configured level.
@@ -187,10 +208,15 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("stsproxy: listen on --listen-addr: %w", err)
 	}
-	adminLn, err := lc.Listen(ctx, "tcp", cfg.metricsListenAddr)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("stsproxy: listen on --metrics-listen-addr: %w", err)
+	// With metrics disabled there is no admin listener at all, as in
+	// aws-outbound-jwt-proxy: /healthz and /readyz go with it.
+	var adminLn net.Listener
+	if cfg.metricsEnabled {
+		adminLn, err = lc.Listen(ctx, "tcp", cfg.metricsListenAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("stsproxy: listen on --metrics-listen-addr: %w", err)
+		}
 	}
 
 	var primed, draining atomic.Bool
@@ -216,9 +242,14 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 		errc <- srv.Serve(ln)
 	}()
-	go func() { errc <- admin.Serve(adminLn) }()
-	log.Info("listening", "addr", ln.Addr().String(), "metrics_addr", adminLn.Addr().String(),
+	metricsAddr := "" // none: metrics disabled
+	if adminLn != nil {
+		metricsAddr = adminLn.Addr().String()
+		go func() { errc <- admin.Serve(adminLn) }()
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr,
 		"tls", useTLS, "upstream_host", cfg.upstreamHost, "host_header", cfg.hostHeader)
+	logTokenSettings(log, cfg)
 
 	primeCtx, cancelPrime := context.WithCancel(ctx)
 	primeDone := make(chan struct{})
@@ -250,14 +281,28 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Warn("upgraded connections still open at --shutdown-timeout; closing them")
 		cancelBase()
 	}
-	if err := admin.Shutdown(sctx); err != nil {
-		admin.Close()
+	if adminLn != nil {
+		if err := admin.Shutdown(sctx); err != nil {
+			admin.Close()
+		}
 	}
 	if err := ts.Close(); err != nil {
 		log.Warn("close token source", "error", err.Error())
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// logTokenSettings logs the effective token settings, the refresh skew in
+// particular: when the default skew does not fit --token-duration it is
+// halved, which the user should not have to guess.
+func logTokenSettings(log *slog.Logger, cfg *config) {
+	attrs := []any{"duration", cfg.duration.String(), "refresh_skew", cfg.refreshSkew.String(),
+		"signing_algorithm", cfg.signingAlg}
+	if cfg.skewHalved {
+		attrs = append(attrs, "refresh_skew_rule", "default 5m does not fit --token-duration: half the duration")
+	}
+	log.Info("token settings", attrs...)
 }
 
 // waitUpgrades waits for upgraded connections to close, until ctx ends. It

@@ -13,18 +13,12 @@ import (
 // it to stdout. This is the only place a token is ever printed. It returns
 // the exit code, like run.
 func runToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, code := loadConfig(args, getenv, stdout, stderr)
+	cfg, code := loadConfig(tokenCommand, args, getenv, stdout, stderr)
 	if cfg == nil {
 		return code
 	}
-	if cfg.version {
-		fmt.Fprintln(stdout, "stsproxy", versionString())
-		return 0
-	}
 	if cfg.audience.IsZero() {
-		fmt.Fprintf(stderr, "stsproxy: token: missing --token-audience/TOKEN_AUDIENCE: want 1 to 10 audience values\n\n")
-		writeUsage(stderr)
-		return 2
+		return configError(stderr, tokenCommand, "token: missing --token-audience/TOKEN_AUDIENCE: want 1 to 10 audience values")
 	}
 	log := newLogger(cfg, stderr)
 	client, cleanup, err := newSTSClient(ctx, cfg, log)
