@@ -108,8 +108,24 @@ func (s *Server) handler() http.Handler {
 	})
 }
 
+// jwksFault answers with the status set by [Server.SetJWKSStatus] and
+// reports whether it did.
+func (s *Server) jwksFault(w http.ResponseWriter) bool {
+	s.mu.Lock()
+	code := s.jwksStatus
+	s.mu.Unlock()
+	if code == 0 {
+		return false
+	}
+	http.Error(w, injectedFaultMessage, code)
+	return true
+}
+
 // serveDiscovery serves the OpenID Connect discovery document.
 func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
+	if s.jwksFault(w) {
+		return
+	}
 	doc, err := json.Marshal(struct {
 		Issuer          string   `json:"issuer"`
 		JWKSURI         string   `json:"jwks_uri"`
@@ -136,7 +152,11 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 
 // serveJWKS serves the public keys that verify minted tokens.
 func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
-	serveJSON(w, r, s.keys.jwks)
+	s.jwksCalls.Add(1)
+	if s.jwksFault(w) {
+		return
+	}
+	serveJSON(w, r, s.keys.Load().jwks)
 }
 
 // serveJSON answers GET and HEAD with a JSON document, anything else with 405.
@@ -276,7 +296,7 @@ func (s *Server) mint(w http.ResponseWriter, req *request, lifetime time.Duratio
 			c.AWS.RequestTags[*t.key] = t.value
 		}
 	}
-	token, err := s.keys.sign(*req.algorithm, c)
+	token, err := s.keys.Load().current.sign(*req.algorithm, c)
 	if err != nil {
 		writeError(w, codeInternalFailure, "ststest: could not sign the token")
 		return

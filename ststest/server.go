@@ -93,8 +93,9 @@ type Server struct {
 	Now func() time.Time
 
 	ts        *httptest.Server
-	keys      *signingKeys
-	closed    chan struct{} // closed by Close to unblock held and delayed calls
+	keys      atomic.Pointer[keySet] // replaced by Rotate
+	jwksCalls atomic.Int64           // JWKS requests received
+	closed    chan struct{}          // closed by Close to unblock held and delayed calls
 	closeOnce sync.Once
 	started   atomic.Bool
 
@@ -121,6 +122,7 @@ type Server struct {
 	latency      time.Duration
 	lifetime     time.Duration
 	holds        map[*hold]struct{}
+	jwksStatus   int // SetJWKSStatus; 0 means serve normally
 }
 
 // hold is one outstanding [Server.Hold].
@@ -189,7 +191,7 @@ func (s *Server) Start() {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.keys = processKeys()
+	s.keys.Store(newKeySet(0))
 	s.ts.Start()
 	s.URL = s.ts.URL
 }
@@ -230,6 +232,39 @@ func (s *Server) Issuer() string { return s.URL }
 // JWKSURL returns the URL of the JWKS document holding the public keys that
 // verify the server's tokens: [Server.URL] + "/.well-known/jwks.json".
 func (s *Server) JWKSURL() string { return s.URL + jwksPath }
+
+// Rotate makes the server sign new tokens with a new pair of keys (RS256
+// and ES384) and publish them in its JWKS document ahead of the previous
+// pair, which stays published, as issuers do during a key rotation. Keys
+// from two or more rotations back are no longer published. Key IDs have the
+// shape AWS uses and count rotations: RSA_0 and EC384_0 at Start, RSA_1 and
+// EC384_1 after the first Rotate. Rotate panics if the server is not
+// started.
+func (s *Server) Rotate() {
+	if !s.started.Load() {
+		panic("ststest: Rotate called before Start")
+	}
+	for {
+		old := s.keys.Load()
+		if s.keys.CompareAndSwap(old, newKeySet(old.generation+1)) {
+			return
+		}
+	}
+}
+
+// JWKSCalls returns the number of requests the server has received for its
+// JWKS document, [Server.JWKSURL].
+func (s *Server) JWKSCalls() int { return int(s.jwksCalls.Load()) }
+
+// SetJWKSStatus makes the discovery and JWKS endpoints answer every request
+// with the HTTP status code and no document, for example 503 to take the
+// keys offline. 0 restores normal service; so does [Server.Reset]. Requests
+// are still counted by [Server.JWKSCalls].
+func (s *Server) SetJWKSStatus(code int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.jwksStatus = code
+}
 
 // FailNext makes the next n GetWebIdentityToken calls fail with the STS
 // error code, for example "Throttling" or "AccessDenied". Known codes get the
@@ -291,13 +326,14 @@ func (s *Server) Hold() (release func()) {
 }
 
 // Reset clears every fault: FailNext, FailAll, latency, the token lifetime
-// override and holds, releasing the calls they block. It does not reset the
+// override, the JWKS status and holds, releasing the calls they block. It does not reset the
 // call counters.
 func (s *Server) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failNext, s.failNextCode, s.failAll = 0, "", ""
 	s.latency, s.lifetime = 0, 0
+	s.jwksStatus = 0
 	for h := range s.holds {
 		h.release()
 	}

@@ -125,7 +125,11 @@ func verify(t *testing.T, keys jose.JSONWebKeySet, token, alg string) tokenClaim
 	assert.Equal(t, "JWT", h.ExtraHeaders["typ"])
 	found := keys.Key(h.KeyID)
 	require.Len(t, found, 1, "JWKS keys for kid %q", h.KeyID)
-	assert.Equal(t, alg, found[0].Algorithm)
+	if alg == "ES384" {
+		assert.Equal(t, alg, found[0].Algorithm)
+	} else {
+		assert.Empty(t, found[0].Algorithm, "AWS publishes its RSA key with no alg")
+	}
 	assert.Equal(t, "sig", found[0].Use)
 	payload, err := jws.Verify(found[0].Key)
 	require.NoError(t, err, "verify token")
@@ -266,10 +270,12 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 	require.Len(t, raw.Keys, 2)
 	rsaKey, ecKey := raw.Keys[0], raw.Keys[1]
 	assert.Equal(t, "RSA", rsaKey["kty"])
-	assert.Equal(t, "RS256", rsaKey["alg"])
+	assert.Equal(t, "RSA_0", rsaKey["kid"])
+	assert.NotContains(t, rsaKey, "alg", "AWS publishes its RSA key with no alg")
 	assert.Equal(t, "AQAB", rsaKey["e"])
 	assert.NotContains(t, rsaKey["n"], "=")
 	assert.Equal(t, "EC", ecKey["kty"])
+	assert.Equal(t, "EC384_0", ecKey["kid"])
 	assert.Equal(t, "ES384", ecKey["alg"])
 	assert.Equal(t, "P-384", ecKey["crv"])
 	assert.Len(t, ecKey["x"], 64, "48 bytes, base64url unpadded")
@@ -285,6 +291,63 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+}
+
+func TestRotate(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	kidOf := func(alg string) string {
+		t.Helper()
+		out, err := s.Client().GetWebIdentityToken(t.Context(), input(alg, "aud"))
+		require.NoError(t, err)
+		jws, err := jose.ParseSigned(aws.ToString(out.WebIdentityToken), []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+		require.NoError(t, err)
+		return jws.Signatures[0].Header.KeyID
+	}
+	published := func() []string {
+		t.Helper()
+		var kids []string
+		for _, k := range fetchKeys(t, s).Keys {
+			kids = append(kids, k.KeyID)
+		}
+		return kids
+	}
+	assert.Equal(t, []string{"RSA_0", "EC384_0"}, published())
+	assert.Equal(t, "RSA_0", kidOf("RS256"))
+
+	s.Rotate()
+	assert.Equal(t, []string{"RSA_1", "EC384_1", "RSA_0", "EC384_0"}, published(), "new keys first, previous keys kept")
+	assert.Equal(t, "RSA_1", kidOf("RS256"))
+	assert.Equal(t, "EC384_1", kidOf("ES384"))
+
+	s.Rotate()
+	assert.Equal(t, []string{"RSA_2", "EC384_2", "RSA_1", "EC384_1"}, published(), "keys two rotations back are gone")
+	// A token signed after the rotation verifies with the published keys.
+	keys := fetchKeys(t, s)
+	out, err := s.Client().GetWebIdentityToken(t.Context(), input("ES384", "aud"))
+	require.NoError(t, err)
+	verify(t, keys, aws.ToString(out.WebIdentityToken), "ES384")
+
+	assert.Panics(t, func() { NewUnstartedServer().Rotate() })
+}
+
+func TestSetJWKSStatus(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	status := func(u string) int {
+		t.Helper()
+		resp, err := http.Get(u)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	assert.Equal(t, http.StatusOK, status(s.JWKSURL()))
+	s.SetJWKSStatus(http.StatusServiceUnavailable)
+	assert.Equal(t, http.StatusServiceUnavailable, status(s.JWKSURL()))
+	assert.Equal(t, http.StatusServiceUnavailable, status(s.URL+"/.well-known/openid-configuration"))
+	s.Reset()
+	assert.Equal(t, http.StatusOK, status(s.JWKSURL()))
+	assert.Equal(t, 3, s.JWKSCalls(), "every JWKS request is counted, failed or not")
 }
 
 // stsError is the body of an STS Query error response.

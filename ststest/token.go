@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"strconv"
 	"sync"
 )
 
@@ -25,21 +26,43 @@ const (
 // es384Size is the size in bytes of each of r and s in an ES384 signature.
 const es384Size = 48
 
-// signingKeys holds the two key pairs a Server signs with.
+// signingKeys holds the two key pairs a Server signs with in one key
+// generation.
 type signingKeys struct {
 	rsa    *rsa.PrivateKey
 	rsaKID string
+	rsaJWK jwk
 	ec     *ecdsa.PrivateKey
 	ecKID  string
-	jwks   []byte // the JWKS document with both public keys
+	ecJWK  jwk
 }
 
-// processKeys returns the signing keys shared by every Server in the process.
+// Key generations shared by every Server in the process.
 //
 // Generating an RSA 2048 key takes long under the race detector, so the keys
-// are generated once per process and shared. That is fine for a test fake:
-// servers are told apart by their issuer URL, not by their keys.
-var processKeys = sync.OnceValue(func() *signingKeys {
+// of each generation are generated once per process and shared. That is fine
+// for a test fake: servers are told apart by their issuer URL, not by their
+// keys.
+var (
+	generationsMu sync.Mutex     // guards generations
+	generations   []*signingKeys // by generation number
+)
+
+// keyGeneration returns the signing keys of generation n, generating the
+// missing generations up to n.
+func keyGeneration(n int) *signingKeys {
+	generationsMu.Lock()
+	defer generationsMu.Unlock()
+	for len(generations) <= n {
+		generations = append(generations, newSigningKeys(len(generations)))
+	}
+	return generations[n]
+}
+
+// newSigningKeys generates the key pairs of generation n. Their key IDs have
+// the shape of the ones AWS publishes, RSA_<n> and EC384_<n>, and, as AWS
+// publishes it, the RSA key has no alg member.
+func newSigningKeys(n int) *signingKeys {
 	rk, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		panic("ststest: generate RSA key: " + err.Error())
@@ -52,47 +75,68 @@ var processKeys = sync.OnceValue(func() *signingKeys {
 	if err != nil || len(point) != 1+2*es384Size {
 		panic(fmt.Sprintf("ststest: encode ECDSA public key: %v", err))
 	}
-	rsaJWK := jwk{
+	k := &signingKeys{
+		rsa:    rk,
+		rsaKID: "RSA_" + strconv.Itoa(n),
+		ec:     ek,
+		ecKID:  "EC384_" + strconv.Itoa(n),
+	}
+	k.rsaJWK = jwk{
 		Kty: "RSA",
+		Kid: k.rsaKID,
+		Use: "sig",
 		N:   b64(rk.N.Bytes()),
 		E:   b64(big.NewInt(int64(rk.E)).Bytes()),
 	}
-	ecJWK := jwk{
+	k.ecJWK = jwk{
 		Kty: "EC",
+		Kid: k.ecKID,
+		Alg: algES384,
+		Use: "sig",
 		Crv: "P-384",
 		X:   b64(point[1 : 1+es384Size]),
 		Y:   b64(point[1+es384Size:]),
 	}
-	rsaJWK.Kid = thumbprint(fmt.Sprintf(`{"e":%q,"kty":"RSA","n":%q}`, rsaJWK.E, rsaJWK.N))
-	ecJWK.Kid = thumbprint(fmt.Sprintf(`{"crv":"P-384","kty":"EC","x":%q,"y":%q}`, ecJWK.X, ecJWK.Y))
-	rsaJWK.Alg, rsaJWK.Use = algRS256, "sig"
-	ecJWK.Alg, ecJWK.Use = algES384, "sig"
+	return k
+}
+
+// keySet is what a Server signs with and publishes: the current generation
+// and the JWKS document with its public keys followed by those of the
+// previous generation, if any.
+type keySet struct {
+	generation int
+	current    *signingKeys
+	jwks       []byte
+}
+
+// newKeySet returns the key set of generation n.
+func newKeySet(n int) *keySet {
+	cur := keyGeneration(n)
+	keys := []jwk{cur.rsaJWK, cur.ecJWK}
+	if n > 0 {
+		prev := keyGeneration(n - 1)
+		keys = append(keys, prev.rsaJWK, prev.ecJWK)
+	}
 	doc, err := json.Marshal(struct {
 		Keys []jwk `json:"keys"`
-	}{[]jwk{rsaJWK, ecJWK}})
+	}{keys})
 	if err != nil {
 		panic("ststest: encode JWKS: " + err.Error())
 	}
-	return &signingKeys{rsa: rk, rsaKID: rsaJWK.Kid, ec: ek, ecKID: ecJWK.Kid, jwks: doc}
-})
+	return &keySet{generation: n, current: cur, jwks: doc}
+}
 
 // jwk is one JSON Web Key (RFC 7517) in the JWKS document.
 type jwk struct {
 	Kty string `json:"kty"`
 	Kid string `json:"kid"`
-	Alg string `json:"alg"`
+	Alg string `json:"alg,omitempty"`
 	Use string `json:"use"`
 	N   string `json:"n,omitempty"`
 	E   string `json:"e,omitempty"`
 	Crv string `json:"crv,omitempty"`
 	X   string `json:"x,omitempty"`
 	Y   string `json:"y,omitempty"`
-}
-
-// thumbprint returns the RFC 7638 JWK thumbprint of the canonical JSON of a key.
-func thumbprint(canonical string) string {
-	sum := sha256.Sum256([]byte(canonical))
-	return b64(sum[:])
 }
 
 // b64 is unpadded base64url, as JOSE requires.
