@@ -122,6 +122,9 @@ var tokenCommand = &command{
 		"local-sts", "log-level", "log-format"},
 }
 
+// subcommands lists, for the proxy's usage, the subcommands that take flags.
+var subcommands = []*command{tokenCommand, policyCommand}
+
 // config is the validated configuration of one run.
 type config struct {
 	listenAddr      string
@@ -540,7 +543,10 @@ func writeUsage(w io.Writer) {
 func writeCommandUsage(w io.Writer, cmd *command) {
 	fmt.Fprintf(w, "Usage: %s\n", cmd.synopsis)
 	if cmd == proxyCommand {
-		fmt.Fprintf(w, "       stsproxy version\n       %s\n", tokenCommand.synopsis)
+		fmt.Fprintf(w, "       stsproxy version\n")
+		for _, sub := range subcommands {
+			fmt.Fprintf(w, "       %s\n", sub.synopsis)
+		}
 	}
 	fmt.Fprintf(w, "\nEvery flag can also be set by its environment variable; a flag beats its variable.\n\nFlags:\n")
 	for _, s := range flagSpecs {

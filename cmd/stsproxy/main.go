@@ -5,7 +5,8 @@
 // tags and graceful shutdown.
 //
 // Run "stsproxy --help" for the flags. "stsproxy token --token-audience A"
-// prints one token and exits.
+// prints one token and exits; "stsproxy policy" prints the least-privilege
+// IAM policy for the same flags.
 package main
 
 import (

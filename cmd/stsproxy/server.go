@@ -60,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return runToken(ctx, args[1:], getenv, stdout, stderr)
 		case "version":
 			return runVersion(args[1:], stdout, stderr)
+		case "policy":
+			return runPolicy(args[1:], getenv, stdout, stderr)
 		}
 	}
 	cfg, code := loadConfig(proxyCommand, args, getenv, stdout, stderr)

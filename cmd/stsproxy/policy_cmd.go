@@ -1,0 +1,101 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/stsauth/stsauth"
+)
+
+// policyCommand is "stsproxy policy". It takes every flag of the proxy, so it
+// runs with the proxy's own arguments and environment.
+var policyCommand = &command{name: "stsproxy policy", synopsis: "stsproxy policy [proxy flags]"}
+
+// runPolicy implements "stsproxy policy": it prints, on stdout, the
+// least-privilege IAM policy for the role the proxy runs as, derived from the
+// same flags and environment as the proxy. Notes on what the policy cannot
+// restrict go to stderr, so stdout stays a valid policy document for
+// "aws iam put-role-policy --policy-document file://...". It returns the exit
+// code, like run.
+func runPolicy(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, code := loadConfig(policyCommand, args, getenv, stdout, stderr)
+	if cfg == nil {
+		return code
+	}
+	if cfg.version {
+		fmt.Fprintln(stdout, "stsproxy", versionString())
+		return 0
+	}
+	p, notes, err := policyParams(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "stsproxy: policy: %v\n", err)
+		return 1
+	}
+	doc, err := stsauth.LeastPrivilegePolicy(p)
+	if err != nil {
+		fmt.Fprintf(stderr, "stsproxy: %v\n", err)
+		return 1
+	}
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		fmt.Fprintf(stderr, "stsproxy: policy: %v\n", err)
+		return 1
+	}
+	if _, err := fmt.Fprintf(stdout, "%s\n", out); err != nil {
+		fmt.Fprintf(stderr, "stsproxy: policy: %v\n", err)
+		return 1
+	}
+	for _, n := range notes {
+		fmt.Fprintf(stderr, "note: %s\n", n)
+	}
+	return 0
+}
+
+// policyParams derives what the proxy's role must be allowed to do from its
+// configuration, with notes for what the policy cannot pin down:
+//   - --token-audience: exactly those audiences;
+//   - no audience but --upstream-host: the one origin every request gets;
+//   - no audience, header routing and --allowed-hosts: the origins of the
+//     allowed hosts, wildcards kept, matched with StringLike;
+//   - otherwise any audience, with a note saying so.
+func policyParams(cfg *config) (stsauth.PolicyParams, []string, error) {
+	p := stsauth.PolicyParams{
+		SigningAlgorithm: cfg.signingAlg,
+		Duration:         cfg.duration,
+		TagKeys:          slices.Sorted(maps.Keys(cfg.tags)),
+	}
+	var notes []string
+	switch {
+	case !cfg.audience.IsZero():
+		p.Audiences = cfg.audience.Values()
+	case cfg.upstreamHost != "":
+		aud, err := stsauth.OriginAudience(cfg.upstreamScheme, cfg.upstreamHost)
+		if err != nil {
+			return p, nil, err
+		}
+		p.Audiences = aud.Values()
+		notes = append(notes, fmt.Sprintf("no --token-audience: every token is for the pinned upstream's origin %s", p.Audiences[0]))
+	case cfg.allowedHosts != nil:
+		for _, h := range cfg.allowedHosts {
+			host, _, err := stsauth.SplitHostPort(h)
+			if err != nil {
+				return p, nil, fmt.Errorf("allowed host %q: %w", h, err)
+			}
+			if strings.Contains(host, ":") {
+				host = "[" + host + "]"
+			}
+			p.AudiencePatterns = append(p.AudiencePatterns, cfg.upstreamScheme+"://"+strings.ToLower(host))
+		}
+		notes = append(notes, "audiences are dynamic (derived from each request's upstream host): the policy allows the origins of --allowed-hosts")
+	default:
+		notes = append(notes, "audiences are dynamic (derived from each request's upstream host) and there is no --allowed-hosts: the policy cannot restrict sts:IdentityTokenAudience; set --token-audience, --upstream-host or --allowed-hosts to narrow it")
+	}
+	if len(p.TagKeys) > 0 {
+		notes = append(notes, "tag values are not pinned: aws:TagKeys allows these keys with any value")
+	}
+	return p, notes, nil
+}
