@@ -228,6 +228,22 @@ func IsMetadataHost(host string) bool {
 	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip == ec2MetadataV6
 }
 
+// IsLoopbackHost reports whether host (without port; IPv6 without brackets)
+// is a loopback address, 127.0.0.0/8 or ::1 (also IPv4-mapped), or the name
+// "localhost". A trailing dot is ignored. Other names are not resolved, so
+// they are not loopback hosts here.
+func IsLoopbackHost(host string) bool {
+	host = strings.TrimSuffix(host, ".")
+	if host == "" {
+		return false
+	}
+	if !mayBeIP(host) {
+		return strings.EqualFold(host, "localhost")
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
 // mayBeIP reports whether host could be an IP literal: IPv6 has a colon,
 // and no DNS name ends in a digit (top-level domains are alphabetic). It
 // keeps the common case, a name, away from netip.ParseAddr, whose error

@@ -150,3 +150,25 @@ func TestAllowedHostsAllowsURLHostUsesTheSchemesDefaultPort(t *testing.T) {
 		assert.Equal(t, tc.want, a.AllowsURLHost(tc.scheme, tc.host), "AllowsURLHost(%q, %q)", tc.scheme, tc.host)
 	}
 }
+
+func TestIsLoopbackHost(t *testing.T) {
+	t.Parallel()
+	for host, want := range map[string]bool{
+		"127.0.0.1":             true,
+		"127.255.0.9":           true,
+		"::1":                   true,
+		"::ffff:127.0.0.1":      true,
+		"localhost":             true,
+		"LocalHost.":            true,
+		"":                      false,
+		"10.0.0.1":              false,
+		"::2":                   false,
+		"localhost.example.com": false,
+		"api.localhost.example": false,
+		"128.0.0.1":             false,
+		"0.0.0.0":               false,
+		"example.com":           false,
+	} {
+		assert.Equal(t, want, IsLoopbackHost(host), host)
+	}
+}

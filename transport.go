@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -17,11 +18,17 @@ const DefaultHeader = "Authorization"
 // had, then sends it with Base.
 //
 // Tokens go only where they belong. Transport refuses, without sending, a
-// request to a host outside AllowedHosts (when set) or to a link-local or
-// instance-metadata address ([IsMetadataHost]). When [http.Client] follows a
-// redirect to a host other than the original request's, the token is not
-// attached unless AllowedHosts holds that host: the rule net/http applies to
-// the headers it copies.
+// request to a host outside AllowedHosts (when set), to a link-local or
+// instance-metadata address ([IsMetadataHost]), or, with RequireTLS, over
+// plain http to a host that is not a loopback address ([IsLoopbackHost]).
+//
+// When [http.Client] follows a redirect, the token goes with it only within
+// the origin (scheme, host and port, a missing port being the scheme's
+// default) of the original request. A redirect that changes any of them is
+// followed without the token, unless AllowedHosts is set and holds the new
+// host (requests to hosts it does not hold are refused) and the redirect
+// chain has not gone from https to http: a downgrade never carries the
+// token, whatever AllowedHosts says.
 //
 // A Transport is safe for concurrent use. Its fields must not change once it
 // is in use.
@@ -41,7 +48,17 @@ type Transport struct {
 	// AllowedHosts, if non-nil, are the only hosts requests may be sent
 	// to. If nil, every host but metadata addresses is allowed.
 	AllowedHosts *AllowedHosts
+	// RequireTLS, if true, refuses a request over plain http, with an
+	// error wrapping [ErrCleartext], unless its host is a loopback address
+	// ([IsLoopbackHost]): a token then never crosses a network in clear
+	// text. If false, the default, plain http is allowed.
+	RequireTLS bool
 }
+
+// ErrCleartext is wrapped by the error of a request that would carry a token
+// in clear text where that is refused: over plain http with
+// [Transport.RequireTLS].
+var ErrCleartext = errors.New("token would travel in clear text")
 
 var _ http.RoundTripper = (*Transport)(nil)
 
@@ -86,8 +103,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // hostAllowed decides whether req may be sent and whether it may carry a
-// token. A refused request is an error; a redirect to another host that the
-// allowlist does not hold is sent without a token.
+// token. A refused request is an error; a redirect that leaves the original
+// origin is sent without a token unless the allowlist holds the new host and
+// the chain has not been downgraded from https to http.
 func (t *Transport) hostAllowed(req *http.Request) (attach bool, err error) {
 	if req.URL == nil {
 		return false, errors.New("stsauth: request has no URL")
@@ -99,24 +117,61 @@ func (t *Transport) hostAllowed(req *http.Request) (attach bool, err error) {
 	if IsMetadataHost(host) {
 		return false, fmt.Errorf("stsauth: %w: %s is a link-local or instance metadata address", ErrHostNotAllowed, host)
 	}
-	if t.AllowedHosts != nil {
-		if !t.AllowedHosts.AllowsURLHost(req.URL.Scheme, req.URL.Host) {
-			return false, fmt.Errorf("stsauth: %w: %s is not in the allowed hosts", ErrHostNotAllowed, req.URL.Host)
-		}
-		return true, nil
+	if t.RequireTLS && !isHTTPS(req.URL.Scheme) && !IsLoopbackHost(host) {
+		return false, fmt.Errorf("stsauth: %w: plain http to %s, which is not a loopback address, with RequireTLS", ErrCleartext, host)
 	}
-	if req.Response != nil && !strings.EqualFold(originalRequest(req).URL.Host, req.URL.Host) {
-		return false, nil
+	if t.AllowedHosts != nil && !t.AllowedHosts.AllowsURLHost(req.URL.Scheme, req.URL.Host) {
+		return false, fmt.Errorf("stsauth: %w: %s is not in the allowed hosts", ErrHostNotAllowed, req.URL.Host)
+	}
+	if req.Response != nil {
+		return t.redirectKeepsToken(req), nil
 	}
 	return true, nil
 }
 
-// originalRequest follows a redirected request back to the first one.
-func originalRequest(req *http.Request) *http.Request {
-	for req.Response != nil && req.Response.Request != nil {
-		req = req.Response.Request
+// redirectKeepsToken reports whether a redirected request, whose host the
+// allowlist (if any) admits, may carry the token: never after a downgrade
+// from https to http anywhere in the chain; within the original request's
+// origin always; elsewhere only if AllowedHosts is set.
+func (t *Transport) redirectKeepsToken(req *http.Request) bool {
+	secure := isHTTPS(req.URL.Scheme)
+	first := req
+	for first.Response != nil && first.Response.Request != nil {
+		first = first.Response.Request
+		if !secure && first.URL != nil && isHTTPS(first.URL.Scheme) {
+			return false
+		}
 	}
-	return req
+	if first.URL != nil && sameOrigin(first.URL, req.URL) {
+		return true
+	}
+	return t.AllowedHosts != nil
+}
+
+// sameOrigin reports whether a and b have the same scheme, host and port,
+// ignoring case and taking a missing port as the scheme's default.
+func sameOrigin(a, b *url.URL) bool {
+	if !strings.EqualFold(a.Scheme, b.Scheme) {
+		return false
+	}
+	ha, pa, errA := SplitHostPort(a.Host)
+	hb, pb, errB := SplitHostPort(b.Host)
+	if errA != nil || errB != nil || !strings.EqualFold(ha, hb) {
+		return false
+	}
+	scheme := strings.ToLower(a.Scheme)
+	if pa == "" {
+		pa = defaultPort(scheme)
+	}
+	if pb == "" {
+		pb = defaultPort(scheme)
+	}
+	return pa == pb
+}
+
+// isHTTPS reports whether a URL scheme encrypts the connection.
+func isHTTPS(scheme string) bool {
+	return strings.EqualFold(scheme, "https")
 }
 
 // Prime fetches the token for a fixed audience now, so a service can gate

@@ -74,6 +74,7 @@ var flagSpecs = []flagSpec{
 	{name: "upstream-scheme", def: defaultUpstreamScheme, usage: "scheme used to reach the upstream: http or https (any case)"},
 	{name: "host-header", def: defaultHostHeader, usage: `request header naming the upstream host; "Host" routes by the Host line`},
 	{name: "allowed-hosts", kind: kindCommaList, usage: "upstream hosts tokens may be sent to: exact or *.suffix, optional :port (comma list, repeatable)"},
+	{name: "require-tls-upstream", kind: kindBool, def: "false", usage: "refuse to send a token over plain http to an upstream that is not a loopback address"},
 	{name: "upstream-timeout", def: defaultUpstreamTimeout.String(), usage: "how long to wait for upstream response headers, more than 0"},
 	{name: "token-audience", kind: kindList, usage: "token audience (repeatable; env is a comma list); unset derives <scheme>://<host> per request"},
 	{name: "token-signing-algorithm", def: stsauth.RS256, usage: "token signing algorithm: RS256 or ES384 (any case)"},
@@ -134,6 +135,7 @@ type config struct {
 	allowedHosts    []string
 	allowed         *stsauth.AllowedHosts // nil when allowedHosts is empty
 	upstreamTimeout time.Duration
+	requireTLS      bool // refuse plain http to non-loopback upstreams
 
 	audiences   []string         // as given; empty means per-request host audience
 	audience    stsauth.Audience // the canonical set of audiences, zero if none
@@ -163,6 +165,13 @@ type config struct {
 // Host line.
 func (c *config) routeByRequestHost() bool {
 	return c.upstreamHost == "" && c.hostHeader == hostHeaderRequestLine
+}
+
+// upstreamLoopback reports whether the pinned upstream host is a loopback
+// address, which plain http may reach without crossing a network.
+func (c *config) upstreamLoopback() bool {
+	host, _, err := stsauth.SplitHostPort(c.upstreamHost)
+	return err == nil && stsauth.IsLoopbackHost(host)
 }
 
 // usageError is a configuration error: run prints it with a pointer to
@@ -286,7 +295,7 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	for _, b := range []struct {
 		name string
 		dst  *bool
-	}{{"version", &c.version}, {"metrics-enabled", &c.metricsEnabled}, {"local-sts", &c.localSTS}, {"access-log", &c.accessLog}} {
+	}{{"version", &c.version}, {"metrics-enabled", &c.metricsEnabled}, {"local-sts", &c.localSTS}, {"access-log", &c.accessLog}, {"require-tls-upstream", &c.requireTLS}} {
 		s, v := get(b.name)
 		if *b.dst, err = strconv.ParseBool(v); err != nil {
 			return nil, invalid(s, v, "want true or false")
@@ -350,6 +359,11 @@ func validate(raw map[string]*rawValue) (*config, error) {
 			s, v = get("upstream-host")
 			return nil, invalid(s, v, "want a host that --allowed-hosts/ALLOWED_HOSTS allows")
 		}
+	}
+
+	if c.requireTLS && c.upstreamScheme == "http" && c.upstreamHost != "" && !c.upstreamLoopback() {
+		s, v = get("require-tls-upstream")
+		return nil, invalid(s, v, "want false, or --upstream-scheme/UPSTREAM_SCHEME https, or a loopback --upstream-host/UPSTREAM_HOST: %s over plain http is refused", c.upstreamHost)
 	}
 
 	s, v = get("upstream-timeout")

@@ -173,7 +173,7 @@ func (p *proxy) modifyResponse(res *http.Response) error {
 
 // errorHandler maps a failed round trip to the proxy's own response: 502
 // "token unavailable" when no token could be had (the request was not sent),
-// 403 when the library refused the host, 504 when the upstream sent no
+// 403 when the library refused the host or to send the token in clear text, 504 when the upstream sent no
 // headers in time, and 502 otherwise.
 func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := stateFrom(r.Context())
@@ -185,6 +185,9 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 			p.log.Error("token unavailable", "target", st.target, "error", err.Error(), "suppressed", suppressed)
 		}
 		http.Error(w, strings.TrimSuffix(bodyTokenUnavailable, "\n"), http.StatusBadGateway)
+	case errors.Is(err, stsauth.ErrCleartext):
+		p.log.Warn("refusing to send a token in clear text", "target", st.target, "error", err.Error())
+		http.Error(w, fmt.Sprintf("refusing to send a token to upstream host %q in clear text", st.target), http.StatusForbidden)
 	case errors.Is(err, stsauth.ErrHostNotAllowed):
 		p.log.Warn("upstream host not allowed", "target", st.target, "error", err.Error())
 		http.Error(w, fmt.Sprintf("upstream host %q is not allowed", st.target), http.StatusForbidden)

@@ -108,6 +108,7 @@ func TestErrorHandlerMapping(t *testing.T) {
 		{"token", &stsauth.TokenError{Audience: stsauth.MustAudience("a"), Err: errors.New("AccessDenied")}, 502, "token unavailable\n"},
 		{"wrapped token", errors.Join(errors.New("x"), &stsauth.TokenError{Err: errors.New("y")}), 502, "token unavailable\n"},
 		{"host not allowed", stsauth.ErrHostNotAllowed, 403, "upstream host \"t.example\" is not allowed\n"},
+		{"clear text", stsauth.ErrCleartext, 403, "refusing to send a token to upstream host \"t.example\" in clear text\n"},
 		{"timeout", timeoutErr{}, 504, "gateway timeout\n"},
 		{"deadline", context.DeadlineExceeded, 504, "gateway timeout\n"},
 		{"refused", &net.OpError{Op: "dial", Err: errors.New("connection refused")}, 502, "bad gateway\n"},

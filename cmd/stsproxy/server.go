@@ -179,13 +179,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	base := newBaseTransport(cfg)
 	defer base.CloseIdleConnections()
-	tr := &stsauth.Transport{Source: ts, Base: base, AllowedHosts: cfg.allowed}
+	tr := &stsauth.Transport{Source: ts, Base: base, AllowedHosts: cfg.allowed, RequireTLS: cfg.requireTLS}
 	if !cfg.audience.IsZero() {
 		tr.Audience = stsauth.FixedAudience(cfg.audience)
 	}
-	if cfg.upstreamHost == "" && cfg.allowed == nil {
-		log.Warn("no --allowed-hosts/ALLOWED_HOSTS: clients can direct tokens to any host", "host_header", cfg.hostHeader)
-	}
+	logStartupWarnings(cfg, log)
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	px := newProxy(cfg, &instrumentedTransport{next: tr, metrics: pm}, log, pm)
 	// Requests get a base context that is cancelled when the shutdown
@@ -305,6 +303,24 @@ func logTokenSettings(log *slog.Logger, cfg *config) {
 		attrs = append(attrs, "refresh_skew_rule", "default 5m does not fit --token-duration: half the duration")
 	}
 	log.Info("token settings", attrs...)
+}
+
+// logStartupWarnings logs, once at startup, the ways this configuration lets
+// a token reach a host or a network it might not be meant for.
+func logStartupWarnings(cfg *config, log *slog.Logger) {
+	if cfg.upstreamHost == "" && cfg.allowed == nil {
+		log.Warn("no --allowed-hosts/ALLOWED_HOSTS: clients can direct tokens to any host", "host_header", cfg.hostHeader)
+	}
+	if cfg.upstreamScheme == "http" && !cfg.requireTLS {
+		switch {
+		case cfg.upstreamHost == "":
+			log.Warn("--upstream-scheme http: tokens to upstreams that are not loopback addresses cross the network in clear text; use https or set --require-tls-upstream/REQUIRE_TLS_UPSTREAM",
+				"host_header", cfg.hostHeader)
+		case !cfg.upstreamLoopback():
+			log.Warn("--upstream-scheme http: tokens cross the network to the upstream in clear text; use https or set --require-tls-upstream/REQUIRE_TLS_UPSTREAM",
+				"upstream_host", cfg.upstreamHost)
+		}
+	}
 }
 
 // waitUpgrades waits for upgraded connections to close, until ctx ends. It
