@@ -124,7 +124,7 @@ var tokenCommand = &command{
 }
 
 // subcommands lists, for the proxy's usage, the subcommands that take flags.
-var subcommands = []*command{tokenCommand, policyCommand}
+var subcommands = []*command{tokenCommand, policyCommand, healthcheckCommand}
 
 // config is the validated configuration of one run.
 type config struct {

@@ -6,7 +6,8 @@
 //
 // Run "stsproxy --help" for the flags. "stsproxy token --token-audience A"
 // prints one token and exits; "stsproxy policy" prints the least-privilege
-// IAM policy for the same flags.
+// IAM policy for the same flags; "stsproxy healthcheck" asks a running
+// proxy's admin listener for /healthz, for container health checks.
 package main
 
 import (

@@ -62,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return runVersion(args[1:], stdout, stderr)
 		case "policy":
 			return runPolicy(args[1:], getenv, stdout, stderr)
+		case "healthcheck":
+			return runHealthcheck(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	cfg, code := loadConfig(proxyCommand, args, getenv, stdout, stderr)
