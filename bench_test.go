@@ -86,7 +86,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		name string
 		rt   http.RoundTripper
 	}{
-		{"floor", constantHeader{base: nopBase, value: tok.bearer}},
+		{"floor", constantHeader{base: nopBase, value: tok.bearerValue()}},
 		{"static-audience", &Transport{Source: ts, Audience: FixedAudience(apiAudience), Base: nopBase}},
 		{"host-audience", &Transport{Source: ts, Base: nopBase}},
 	}

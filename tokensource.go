@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,43 +49,86 @@ var ErrClosed = errors.New("stsauth: token source closed")
 
 // A Token is a web identity token (a JWT) minted by STS for one audience set.
 //
-// A Token is a credential: String, GoString, LogValue and MarshalText show
-// the audience and expiry but never the JWT. Call [Token.Value] to use it.
+// A Token is a credential. It keeps its JWT behind a pointer to an
+// unexported type, so reflection-based printers (fmt's %v of a struct that
+// holds a Token in an unexported field, for instance) show an address, never
+// the JWT. Format, String, GoString, LogValue and MarshalText show the
+// audience and expiry but never the JWT; encoding/json, encoding/xml and
+// encoding/gob use MarshalText. Call [Token.Value] to use it.
 type Token struct {
-	jwt    string
-	bearer string // "Bearer " + jwt, built once so requests do not allocate it
+	b *bearer
 
 	// Audience is the audience set the token was minted for.
 	Audience Audience
-	// Expiry is the token's exp claim as STS reported it.
+	// Expiry is when the token expires by the local clock: the local moment
+	// its fetch started plus its lifetime (exp − iat, capped by the
+	// requested duration and by STS's Expiration), so a local clock that
+	// disagrees with STS's does not change it.
 	Expiry time.Time
 }
 
+// bearer is "Bearer " + the JWT, built once so requests do not allocate it.
+// A Token holds only a pointer to it: fmt prints a pointer to a string as an
+// address, at any depth and for any verb, so the JWT is out of reach of
+// reflection-based printing. (A pointer to a struct would not do: fmt's
+// bad-verb path prints the struct it points to.)
+type bearer string
+
+const bearerPrefix = "Bearer "
+
+func newToken(aud Audience, jwt string, expiry time.Time) Token {
+	b := bearer(bearerPrefix + jwt)
+	return Token{b: &b, Audience: aud, Expiry: expiry}
+}
+
 // Value returns the JWT itself.
-func (t Token) Value() string { return t.jwt }
+func (t Token) Value() string {
+	if t.b == nil {
+		return ""
+	}
+	return string(*t.b)[len(bearerPrefix):]
+}
+
+// bearerValue returns "Bearer " + the JWT, or "" for the zero Token.
+func (t Token) bearerValue() string {
+	if t.b == nil {
+		return ""
+	}
+	return string(*t.b)
+}
 
 // Valid reports whether t holds a JWT that has not reached its expiry.
-func (t Token) Valid() bool { return t.jwt != "" && time.Now().Before(t.Expiry) }
+func (t Token) Valid() bool { return t.Value() != "" && time.Now().Before(t.Expiry) }
 
 // String describes the token without its JWT.
 func (t Token) String() string {
-	return fmt.Sprintf("stsauth.Token{Audience: %v, Expiry: %v, JWT: %s}", t.Audience, t.Expiry.UTC().Format(time.RFC3339), redacted(t.jwt))
+	return fmt.Sprintf("stsauth.Token{Audience: %v, Expiry: %v, JWT: %s}", t.Audience, t.Expiry.UTC().Format(time.RFC3339), redacted(t.Value()))
 }
 
-// GoString describes the token without its JWT, for %#v.
+// GoString describes the token without its JWT.
 func (t Token) GoString() string { return t.String() }
+
+// Format implements [fmt.Formatter]: every verb and flag prints the
+// description of [Token.String], quoted for %q, never the JWT.
+func (t Token) Format(f fmt.State, verb rune) {
+	if verb == 'q' {
+		_, _ = io.WriteString(f, strconv.Quote(t.String()))
+		return
+	}
+	_, _ = io.WriteString(f, t.String())
+}
 
 // LogValue describes the token to log/slog without its JWT.
 func (t Token) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("audience", t.Audience.String()),
 		slog.Time("expiry", t.Expiry),
-		slog.String("jwt", redacted(t.jwt)),
+		slog.String("jwt", redacted(t.Value())),
 	)
 }
 
 // MarshalText describes the token without its JWT, so encoders such as
-// encoding/json cannot leak it by accident either.
+// encoding/json, encoding/xml and encoding/gob cannot leak it by accident.
 func (t Token) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
 func redacted(jwt string) string {
@@ -379,12 +424,14 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) 
 		SigningAlgorithm: aws.String(ts.cfg.algorithm),
 		DurationSeconds:  aws.Int32(int32(ts.cfg.duration / time.Second)),
 		Tags:             ts.cfg.tags,
-	})
+	}, limitResponse)
 	now := ts.now()
 	if err == nil {
 		switch {
 		case out == nil || out.WebIdentityToken == nil || *out.WebIdentityToken == "":
 			err = errors.New("STS returned no token")
+		case checkCompactJWS(*out.WebIdentityToken) != nil:
+			err = checkCompactJWS(*out.WebIdentityToken)
 		case out.Expiration == nil:
 			err = errors.New("STS returned a token without an expiration")
 		case !out.Expiration.After(now):
@@ -412,7 +459,7 @@ func (ts *TokenSource) newCached(aud Audience, jwt string, exp, now time.Time) *
 	lifetime := exp.Sub(now)
 	margin := min(expiryMargin, lifetime/4)
 	c := &cached{
-		tok:      Token{jwt: jwt, bearer: "Bearer " + jwt, Audience: aud, Expiry: exp},
+		tok:      newToken(aud, jwt, exp),
 		expireAt: exp.Add(-margin),
 	}
 	skew := ts.cfg.skew

@@ -94,7 +94,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, closeBody(req, err)
 		}
-		bearer = tok.bearer
+		bearer = tok.bearerValue()
 	}
 	out := new(http.Request)
 	*out = *req

@@ -1,0 +1,200 @@
+package stsauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// holder keeps a Token where fmt reaches it only by reflection.
+type holder struct {
+	name string
+	tok  Token
+	ptr  *Token
+	list []Token
+}
+
+// Holder keeps a Token in exported fields, where encoders look.
+type Holder struct {
+	Name string
+	Tok  Token
+	Ptr  *Token
+	List []Token
+	Map  map[string]Token
+}
+
+type xmlHolder struct{ Tok, Other Token }
+
+func TestTokenJWTUnreachableByPrintingAndEncoding(t *testing.T) {
+	ts, _, _ := newTestSource(t)
+	tok, err := ts.Token(context.Background(), apiAudience)
+	require.NoError(t, err)
+	jwt := tok.Value()
+	require.NotEmpty(t, jwt)
+	// Pieces that would betray any part of the JWT, in any encoding fmt knows.
+	header, payload, _ := strings.Cut(jwt, ".")
+	payload, sig, _ := strings.Cut(payload, ".")
+	needles := []string{header, payload, sig, fmt.Sprintf("%x", jwt), fmt.Sprintf("%X", jwt), fmt.Sprint([]byte(jwt))}
+
+	inner := holder{name: "h", tok: tok, ptr: &tok, list: []Token{tok}}
+	outer := Holder{Name: "h", Tok: tok, Ptr: &tok, List: []Token{tok}, Map: map[string]Token{"k": tok}}
+	nested := struct {
+		in  holder
+		In  holder
+		Out *Holder
+		any any
+	}{inner, inner, &outer, tok}
+	values := map[string]any{
+		"Token": tok, "*Token": &tok, "[]Token": []Token{tok}, "map": map[Token]int{tok: 1},
+		"holder": inner, "*holder": &inner, "Holder": outer, "nested": nested, "anyslice": []any{tok, inner},
+	}
+	verbs := []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%t", "%b", "%o", "%O", "%e", "%E", "%f", "%F", "%g", "%G", "%c", "%U", "%p", "%T", "%8.3v", "%-20s", "% x", "%#x", "%+q", "%#q", "%z"}
+
+	var outputs []string
+	for name, v := range values {
+		for _, verb := range verbs {
+			outputs = append(outputs, name+" "+verb+": "+fmt.Sprintf(verb, v))
+		}
+		outputs = append(outputs, fmt.Sprint(v), fmt.Sprintln(v))
+
+		var text, js bytes.Buffer
+		slog.New(slog.NewTextHandler(&text, nil)).Info("m", "v", v, slog.Any("any", v))
+		slog.New(slog.NewJSONHandler(&js, nil)).Info("m", "v", v, slog.Any("any", v))
+		outputs = append(outputs, text.String(), js.String())
+
+		if b, err := json.Marshal(v); err == nil {
+			outputs = append(outputs, string(b))
+		}
+		if b, err := xml.Marshal(v); err == nil {
+			outputs = append(outputs, string(b))
+		}
+		var g bytes.Buffer
+		if err := gob.NewEncoder(&g).Encode(v); err == nil {
+			outputs = append(outputs, g.String())
+		}
+	}
+	// The encoders must succeed where the type allows, not just fail. gob
+	// refuses a Token itself (Audience has no exported fields; gob ignores
+	// MarshalText), which is as safe, and skips it in an unexported field.
+	for _, v := range []any{tok, outer} {
+		_, err := json.Marshal(v)
+		require.NoError(t, err)
+	}
+	for _, v := range []any{tok, &tok, []Token{tok}, xmlHolder{tok, tok}} {
+		b, err := xml.Marshal(v)
+		require.NoError(t, err)
+		require.Contains(t, string(b), "REDACTED")
+	}
+	require.NoError(t, gob.NewEncoder(io.Discard).Encode(struct {
+		Name string
+		tok  Token
+	}{"h", tok}))
+	for _, out := range outputs {
+		for _, n := range needles {
+			require.NotContains(t, out, n)
+		}
+	}
+	assert.Contains(t, fmt.Sprintf("%v", tok), "https://api.example.com")
+	assert.Contains(t, fmt.Sprintf("%d", tok), "REDACTED")
+	assert.Equal(t, "", Token{}.Value(), "the zero Token has no JWT")
+	assert.Contains(t, Token{}.String(), "JWT: none")
+}
+
+func TestTokenThatIsNotACompactJWSIsAFetchError(t *testing.T) {
+	good := "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+	for _, tc := range []struct{ name, jwt string }{
+		{"CRLF inside", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIi\r\nOiJ4In0.c2ln"},
+		{"trailing newline", good + "\n"},
+		{"header injection", good + "\r\nX-Evil: 1"},
+		{"space", "eyJhbGciOiJSUzI1NiJ9 .eyJzdWIiOiJ4In0.c2ln"},
+		{"two segments", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0"},
+		{"four segments", good + ".c2ln"},
+		{"empty signature", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0."},
+		{"empty header", ".eyJzdWIiOiJ4In0.c2ln"},
+		{"padding", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln=="},
+		{"standard base64", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2+ln/"},
+		{"JSON serialization", `{"payload":"eyJzdWIiOiJ4In0","signatures":[]}`},
+		{"too large", "eyJhbGciOiJSUzI1NiJ9." + strings.Repeat("A", MaxTokenSize) + ".c2ln"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			calls := 0
+			client := clientFunc(func(context.Context, *sts.GetWebIdentityTokenInput, ...func(*sts.Options)) (*sts.GetWebIdentityTokenOutput, error) {
+				calls++
+				jwt := tc.jwt
+				if calls > 1 {
+					jwt = good
+				}
+				exp := clock.Now().Add(time.Hour)
+				return &sts.GetWebIdentityTokenOutput{WebIdentityToken: &jwt, Expiration: &exp}, nil
+			})
+			ts, err := NewTokenSource(client)
+			require.NoError(t, err)
+			t.Cleanup(func() { ts.Close() })
+			ts.now = clock.Now
+			_, err = ts.Token(context.Background(), apiAudience)
+			var te *TokenError
+			require.ErrorAs(t, err, &te)
+			assert.NotContains(t, err.Error(), "eyJ", "the error never quotes the token")
+			// Not cached: once the backoff ends the next call fetches again.
+			clock.Advance(backoffMax)
+			tok, err := ts.Token(context.Background(), apiAudience)
+			require.NoError(t, err)
+			assert.Equal(t, good, tok.Value())
+			assert.Equal(t, 2, calls)
+		})
+	}
+	require.NoError(t, checkCompactJWS(good))
+	require.NoError(t, checkCompactJWS("eyJhbGciOiJSUzI1NiJ9."+strings.Repeat("A", MaxTokenSize-26)+".c2ln"), "exactly MaxTokenSize is accepted")
+}
+
+// TestSTSResponseBodyIsCapped answers GetWebIdentityToken with a body that
+// never ends: the SDK must stop reading at the cap, not buffer it all.
+func TestSTSResponseBodyIsCapped(t *testing.T) {
+	var sent atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/xml")
+		io.WriteString(w, `<GetWebIdentityTokenResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetWebIdentityTokenResult><WebIdentityToken>eyJhbGciOiJSUzI1NiJ9.`)
+		chunk := bytes.Repeat([]byte("A"), 32<<10)
+		for sent.Load() < 64<<20 {
+			n, err := w.Write(chunk)
+			sent.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	client := sts.New(sts.Options{
+		Region:           "us-east-1",
+		Credentials:      credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", ""),
+		BaseEndpoint:     aws.String(srv.URL),
+		HTTPClient:       srv.Client(),
+		RetryMaxAttempts: 1,
+	})
+	ts, err := NewTokenSource(client)
+	require.NoError(t, err)
+	t.Cleanup(func() { ts.Close() })
+	_, err = ts.Token(context.Background(), apiAudience)
+	require.ErrorIs(t, err, errResponseTooLarge)
+	srv.CloseClientConnections()
+	srv.Close()
+	assert.Less(t, sent.Load(), int64(16<<20), "the server could write far less than it wanted")
+}
