@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // Bounds on what STS may answer. A real token is about 1 KiB, 3 KiB with
@@ -105,3 +108,35 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 func (b *limitedBody) Close() error { return b.rc.Close() }
+
+// signatureAlgorithms are the JWS algorithms STS signs with.
+var signatureAlgorithms = []jose.SignatureAlgorithm{jose.RS256, jose.ES384}
+
+// tokenLifetime returns how long a token STS just returned lives, by its own
+// claims rather than by anyone's clock: exp − iat, capped by the requested
+// duration and by expiration − iat (STS's Expiration, read in the clock
+// that stamped iat). The signature is not checked: it is not ours to verify,
+// and the token came from STS over TLS. The error never quotes the token.
+func tokenLifetime(token string, expiration time.Time, requested time.Duration) (time.Duration, error) {
+	if err := checkCompactJWS(token); err != nil {
+		return 0, err
+	}
+	parsed, err := jwt.ParseSigned(token, signatureAlgorithms)
+	if err != nil {
+		return 0, errors.New("STS returned a token that is not a JWS signed with RS256 or ES384")
+	}
+	var c jwt.Claims
+	if err := parsed.UnsafeClaimsWithoutVerification(&c); err != nil {
+		return 0, errors.New("STS returned a token whose claims are not a JSON object of JWT claims")
+	}
+	if c.IssuedAt == nil || c.Expiry == nil {
+		return 0, errors.New("STS returned a token without iat and exp claims")
+	}
+	iat, exp := c.IssuedAt.Time(), c.Expiry.Time()
+	lifetime := min(exp.Sub(iat), expiration.Sub(iat), requested)
+	if lifetime <= 0 {
+		return 0, fmt.Errorf("STS returned a token with no lifetime (iat %v, exp %v, Expiration %v)",
+			iat.UTC().Format(time.RFC3339), exp.UTC().Format(time.RFC3339), expiration.UTC().Format(time.RFC3339))
+	}
+	return lifetime, nil
+}

@@ -118,7 +118,7 @@ func TestTokenJWTUnreachableByPrintingAndEncoding(t *testing.T) {
 }
 
 func TestTokenThatIsNotACompactJWSIsAFetchError(t *testing.T) {
-	good := "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+	good := testJWT(1, newFakeClock().Now(), newFakeClock().Now().Add(time.Hour))
 	for _, tc := range []struct{ name, jwt string }{
 		{"CRLF inside", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIi\r\nOiJ4In0.c2ln"},
 		{"trailing newline", good + "\n"},

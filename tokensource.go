@@ -419,24 +419,27 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) 
 	defer context.AfterFunc(ts.stop, cancel)()
 
 	start := ts.now()
+	requested := ts.cfg.duration
 	out, err := ts.client.GetWebIdentityToken(ctx, &sts.GetWebIdentityTokenInput{
 		Audience:         e.aud.Values(),
 		SigningAlgorithm: aws.String(ts.cfg.algorithm),
-		DurationSeconds:  aws.Int32(int32(ts.cfg.duration / time.Second)),
+		DurationSeconds:  aws.Int32(int32(requested / time.Second)),
 		Tags:             ts.cfg.tags,
 	}, limitResponse)
 	now := ts.now()
+	var lifetime time.Duration
 	if err == nil {
 		switch {
 		case out == nil || out.WebIdentityToken == nil || *out.WebIdentityToken == "":
 			err = errors.New("STS returned no token")
-		case checkCompactJWS(*out.WebIdentityToken) != nil:
-			err = checkCompactJWS(*out.WebIdentityToken)
 		case out.Expiration == nil:
 			err = errors.New("STS returned a token without an expiration")
-		case !out.Expiration.After(now):
-			err = fmt.Errorf("STS returned a token that expired at %v", out.Expiration.UTC().Format(time.RFC3339))
+		default:
+			lifetime, err = tokenLifetime(*out.WebIdentityToken, *out.Expiration, requested)
 		}
+	}
+	if err == nil && !start.Add(lifetime).After(now) {
+		err = fmt.Errorf("STS returned a token of %v that the %v fetch outlasted", lifetime, now.Sub(start))
 	}
 	ts.metrics.recordFetch(ctx, e.attrs, now.Sub(start), err)
 	if err != nil {
@@ -444,7 +447,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) 
 		return nil, err
 	}
 
-	c := ts.newCached(e.aud, *out.WebIdentityToken, *out.Expiration, now)
+	c := ts.newCached(e.aud, *out.WebIdentityToken, start, lifetime, now)
 	e.mu.Lock()
 	e.failures, e.lastErr = 0, nil
 	e.retryAt.Store(0)
@@ -453,10 +456,13 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) 
 	return c, nil
 }
 
-// newCached works out when a token fetched at now should be refreshed and
-// when it must no longer be served.
-func (ts *TokenSource) newCached(aud Audience, jwt string, exp, now time.Time) *cached {
-	lifetime := exp.Sub(now)
+// newCached works out when a token whose fetch started at start and which
+// lives for lifetime should be refreshed and when it must no longer be
+// served. Anchoring at the start of the fetch, not at the token's iat, keeps
+// the local clock's offset from STS's out of it, and errs early by the
+// fetch's duration.
+func (ts *TokenSource) newCached(aud Audience, jwt string, start time.Time, lifetime time.Duration, now time.Time) *cached {
+	exp := start.Add(lifetime)
 	margin := min(expiryMargin, lifetime/4)
 	c := &cached{
 		tok:      newToken(aud, jwt, exp),
@@ -466,7 +472,7 @@ func (ts *TokenSource) newCached(aud Audience, jwt string, exp, now time.Time) *
 	if lifetime <= skew {
 		// STS granted less than asked for: refreshing skew before expiry
 		// would mean refreshing constantly. Refresh half way instead.
-		c.refreshAt = now.Add(lifetime / 2)
+		c.refreshAt = now.Add(exp.Sub(now) / 2)
 	} else {
 		c.refreshAt = exp.Add(-skew - ts.jitter(time.Duration(float64(skew)*refreshJitter)))
 	}

@@ -3,6 +3,7 @@ package stsauth
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -82,9 +83,19 @@ func (f *fakeSTS) GetWebIdentityToken(ctx context.Context, in *sts.GetWebIdentit
 	if lifetime == 0 {
 		lifetime = time.Duration(*in.DurationSeconds) * time.Second
 	}
-	exp := f.clock.Now().Add(lifetime)
-	jwt := fmt.Sprintf("eyJhbGciOiJSUzI1NiJ9.eyJ0b2tlbiI6%d.c2ln", n)
+	iat := f.clock.Now()
+	exp := iat.Add(lifetime)
+	jwt := testJWT(n, iat, exp)
 	return &sts.GetWebIdentityTokenOutput{WebIdentityToken: &jwt, Expiration: &exp}, nil
+}
+
+// testJWT returns an unsigned-in-spirit compact JWS (the signature is
+// "sig") numbered n, with iat and exp claims, as STS mints them.
+func testJWT(n int, iat, exp time.Time) string {
+	b64 := base64.RawURLEncoding.EncodeToString
+	return b64([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." +
+		b64(fmt.Appendf(nil, `{"iat":%d,"exp":%d,"jti":"%d"}`, iat.Unix(), exp.Unix(), n)) + "." +
+		b64([]byte("sig"))
 }
 
 func (f *fakeSTS) Calls() int {
@@ -497,20 +508,43 @@ func TestTokenRejectsZeroAudience(t *testing.T) {
 	assert.Equal(t, 0, fake.Calls())
 }
 
-func TestSTSAnswerWithoutTokenIsAnError(t *testing.T) {
+func TestBadSTSAnswersAreErrors(t *testing.T) {
 	clock := newFakeClock()
-	empty := clientFunc(func(context.Context, *sts.GetWebIdentityTokenInput, ...func(*sts.Options)) (*sts.GetWebIdentityTokenOutput, error) {
-		exp := clock.Now().Add(-time.Second)
-		jwt := "eyJ.eyJ.sig"
-		return &sts.GetWebIdentityTokenOutput{WebIdentityToken: &jwt, Expiration: &exp}, nil
-	})
-	ts, err := NewTokenSource(empty)
-	require.NoError(t, err)
-	defer ts.Close()
-	ts.now = clock.Now
-	_, err = ts.Token(context.Background(), apiAudience)
-	require.ErrorContains(t, err, "STS returned a token that expired")
-	assert.NotContains(t, err.Error(), "eyJ")
+	now := clock.Now()
+	b64 := base64.RawURLEncoding.EncodeToString
+	jws := func(header, payload string) string {
+		return b64([]byte(header)) + "." + b64([]byte(payload)) + "." + b64([]byte("sig"))
+	}
+	hour := now.Add(time.Hour)
+	for _, tc := range []struct {
+		name    string
+		out     *sts.GetWebIdentityTokenOutput
+		wantErr string
+	}{
+		{"no output", nil, "STS returned no token"},
+		{"no token", &sts.GetWebIdentityTokenOutput{Expiration: &hour}, "STS returned no token"},
+		{"no expiration", &sts.GetWebIdentityTokenOutput{WebIdentityToken: new(testJWT(1, now, hour))}, "without an expiration"},
+		{"exp before iat", &sts.GetWebIdentityTokenOutput{WebIdentityToken: new(testJWT(1, now, now.Add(-time.Second))), Expiration: &hour}, "no lifetime"},
+		{"expiration before iat", &sts.GetWebIdentityTokenOutput{WebIdentityToken: new(testJWT(1, now, hour)), Expiration: new(now.Add(-time.Second))}, "no lifetime"},
+		{"no claims", &sts.GetWebIdentityTokenOutput{WebIdentityToken: new(jws(`{"alg":"RS256"}`, `{"sub":"x"}`)), Expiration: &hour}, "without iat and exp"},
+		{"HS256", &sts.GetWebIdentityTokenOutput{WebIdentityToken: new(jws(`{"alg":"HS256"}`, `{"iat":1,"exp":2}`)), Expiration: &hour}, "not a JWS signed with RS256 or ES384"},
+		{"alg none", &sts.GetWebIdentityTokenOutput{WebIdentityToken: new(jws(`{"alg":"none"}`, `{"iat":1,"exp":2}`)), Expiration: &hour}, "not a JWS signed"},
+		{"payload not JSON", &sts.GetWebIdentityTokenOutput{WebIdentityToken: new(jws(`{"alg":"RS256"}`, `eyJ not json`)), Expiration: &hour}, "claims are not"},
+		{"string exp", &sts.GetWebIdentityTokenOutput{WebIdentityToken: new(jws(`{"alg":"RS256"}`, `{"iat":1,"exp":"2"}`)), Expiration: &hour}, "claims are not"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := clientFunc(func(context.Context, *sts.GetWebIdentityTokenInput, ...func(*sts.Options)) (*sts.GetWebIdentityTokenOutput, error) {
+				return tc.out, nil
+			})
+			ts, err := NewTokenSource(client)
+			require.NoError(t, err)
+			defer ts.Close()
+			ts.now = clock.Now
+			_, err = ts.Token(context.Background(), apiAudience)
+			require.ErrorContains(t, err, tc.wantErr)
+			assert.NotContains(t, err.Error(), "eyJ")
+		})
+	}
 }
 
 // clientFunc adapts a function to GetWebIdentityTokenAPIClient.
