@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +32,7 @@ const OtherAudienceLabel = "_other"
 // metrics holds the instruments of one TokenSource. The names are those of
 // aws-outbound-jwt-proxy, so its dashboards carry over, plus new ones.
 type metrics struct {
-	fetches         metric.Int64Counter           // token.fetch.count {audience, result, error_class}
+	fetches         metric.Int64Counter           // token.fetch.count {audience, result, error_class on errors}
 	fetchDuration   metric.Float64Histogram       // token.fetch.duration, seconds
 	hits            metric.Int64ObservableCounter // token.cache.hit.count
 	misses          metric.Int64Counter           // token.cache.miss.count
@@ -88,7 +90,7 @@ func newMetrics(mp metric.MeterProvider, cachedAudiences func() int64) (*metrics
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	meter := mp.Meter(instrumentationName)
+	meter := mp.Meter(instrumentationName, metric.WithInstrumentationVersion(moduleVersion()))
 	m := &metrics{labels: make(map[string]*audienceAttrs)}
 	var err error
 	counter := func(name, desc string) metric.Int64Counter {
@@ -133,11 +135,12 @@ func newMetrics(mp metric.MeterProvider, cachedAudiences func() int64) (*metrics
 	return m, nil
 }
 
-// attrsFor returns the metric state of aud's label: aud itself until
+// attrsFor returns the metric state of aud's label: aud's values joined
+// with commas ("a,b", as aws-outbound-jwt-proxy labels it) until
 // [MaxAudienceLabels] distinct sets have been labelled, then
 // [OtherAudienceLabel].
 func (m *metrics) attrsFor(aud Audience) *audienceAttrs {
-	label := aud.String()
+	label := strings.ReplaceAll(aud.key, " ", ",")
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if a, ok := m.labels[label]; ok {
@@ -159,36 +162,52 @@ func (m *metrics) attrsFor(aud Audience) *audienceAttrs {
 	return a
 }
 
-// recordFetch counts one STS call and its duration.
+// recordFetch counts one STS call and its duration. The attributes are those
+// of aws-outbound-jwt-proxy: result "ok" or "error", and error_class only on
+// errors.
 func (m *metrics) recordFetch(ctx context.Context, a *audienceAttrs, d time.Duration, err error) {
-	result, class := "success", ""
+	attrs := metric.WithAttributes(attribute.String("audience", a.label), attribute.String("result", "ok"))
 	if err != nil {
-		result, class = "error", errorClass(err)
+		attrs = metric.WithAttributes(
+			attribute.String("audience", a.label),
+			attribute.String("result", "error"),
+			attribute.String("error_class", errorClass(err)),
+		)
 	}
-	attrs := metric.WithAttributes(
-		attribute.String("audience", a.label),
-		attribute.String("result", result),
-		attribute.String("error_class", class),
-	)
 	m.fetches.Add(ctx, 1, attrs)
 	m.fetchDuration.Record(ctx, d.Seconds(), attrs)
 }
 
-// errorClass names the kind of a fetch error with a bounded set of values:
-// the STS error code, or timeout, canceled or other.
+// errorClass names the kind of a fetch error with a bounded set of values,
+// as aws-outbound-jwt-proxy does: the STS error code, or "transport" for
+// anything that got no answer from STS (refused, reset, timed out).
 func errorClass(err error) string {
 	var api smithy.APIError
-	switch {
-	case errors.As(err, &api):
+	if errors.As(err, &api) {
 		return api.ErrorCode()
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	default:
-		return "other"
 	}
+	return "transport"
 }
+
+// moduleVersion returns the version of this module in the running binary
+// (the otel_scope_version of its metrics): the module version of a release
+// build, else "(devel)".
+func moduleVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Path == modulePath && bi.Main.Version != "" {
+			return bi.Main.Version
+		}
+		for _, d := range bi.Deps {
+			if d.Path == modulePath && d.Version != "" {
+				return d.Version
+			}
+		}
+	}
+	return "(devel)"
+}
+
+// modulePath is the path of this module.
+const modulePath = "github.com/stsauth/stsauth"
 
 func (m *metrics) close() {
 	_ = m.registration.Unregister()

@@ -2,7 +2,10 @@ package stsauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,7 +62,7 @@ func TestMetrics(t *testing.T) {
 	ts, fake, clock := newTestSource(t, WithMeterProvider(mp), WithCacheSize(2), WithDuration(time.Hour), WithRefreshSkew(5*time.Minute))
 	ctx := context.Background()
 
-	a, b, c := MustAudience("https://a.example"), MustAudience("https://b.example"), MustAudience("https://c.example")
+	a, b, c := MustAudience("https://a.example"), MustAudience("https://b.example", "https://a.example"), MustAudience("https://c.example")
 	for _, aud := range []Audience{a, a, a, b} { // 2 misses, 2 hits
 		_, err := ts.Token(ctx, aud)
 		require.NoError(t, err)
@@ -82,11 +85,27 @@ func TestMetrics(t *testing.T) {
 	assert.EqualValues(t, 2, total(got["token.cached.audiences"]))
 	assert.EqualValues(t, 4, total(got["token.fetch.duration"]))
 	assert.Equal(t, map[string]int64{
-		"audience=[https://a.example],error_class=,result=success":           1,
-		"audience=[https://b.example],error_class=,result=success":           1,
-		"audience=[https://c.example],error_class=AccessDenied,result=error": 1,
-		"audience=[https://a.example],error_class=Throttling,result=error":   1,
+		"audience=https://a.example,result=ok":                             1,
+		`audience=https://a.example\,https://b.example,result=ok`:          1, // the encoder escapes the comma
+		"audience=https://c.example,error_class=AccessDenied,result=error": 1,
+		"audience=https://a.example,error_class=Throttling,result=error":   1,
 	}, got["token.fetch.count"])
+}
+
+func TestErrorClass(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&smithy.GenericAPIError{Code: "AccessDenied"}, "AccessDenied"},
+		{fmt.Errorf("wrapped: %w", &smithy.GenericAPIError{Code: "ExpiredTokenException"}), "ExpiredTokenException"},
+		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, "transport"},
+		{context.DeadlineExceeded, "transport"},
+		{errors.New("reset"), "transport"},
+	} {
+		assert.Equal(t, tc.want, errorClass(tc.err), "errorClass(%v)", tc.err)
+	}
 }
 
 func TestMetricsCapAudienceLabels(t *testing.T) {

@@ -65,7 +65,7 @@ func TestE2ENoTokenLeaks(t *testing.T) {
 	// The metrics scrape, then a clean stop so every log line is written.
 	status, metrics := get(t, c, "http://"+p.metricsAddr+"/metrics", nil)
 	require.Equal(t, http.StatusOK, status)
-	assert.Contains(t, metrics, `token_result="error"`)
+	assert.Contains(t, metrics, `token_result="fetch_error"`)
 	scanned = append(scanned, metrics)
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	require.Equal(t, 0, p.wait(t))

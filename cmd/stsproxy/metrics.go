@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,8 +40,9 @@ type telemetry struct {
 // The exporter uses [otlptranslator.UnderscoreEscapingWithSuffixes], so
 // "http.server.request.duration" in seconds is exported as
 // http_server_request_duration_seconds and counters get _total, matching the
-// names of the proxy stsproxy replaces. Scope labels and target_info are
-// left out: dashboards of that proxy do not expect them.
+// names of the proxy stsproxy replaces. Every series carries the
+// otel_scope_name, otel_scope_version and otel_scope_schema_url labels, as
+// there; target_info is left out.
 func newTelemetry(enabled bool) (*telemetry, error) {
 	if !enabled {
 		return &telemetry{provider: noop.NewMeterProvider(), shutdown: func(context.Context) error { return nil }}, nil
@@ -54,7 +57,6 @@ func newTelemetry(enabled bool) (*telemetry, error) {
 	exp, err := otelprom.New(
 		otelprom.WithRegisterer(reg),
 		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes),
-		otelprom.WithoutScopeInfo(),
 		otelprom.WithoutTargetInfo(),
 	)
 	if err != nil {
@@ -68,16 +70,38 @@ func newTelemetry(enabled bool) (*telemetry, error) {
 	}, nil
 }
 
-// proxyMetrics are the proxy's own instruments, named as in the proxy it
-// replaces. Attributes are bounded: method (known methods or _OTHER), status
-// code and token_result; never a host, audience or token.
+// maxServerAddressLabels caps how many distinct upstream host[:port] values
+// get their own server_address and server_port attributes; later ones share
+// server_address="_other". Routed by a request header, clients choose the
+// upstream, and must not be able to grow the series without bound.
+const maxServerAddressLabels = 100
+
+// otherServerAddress is the server_address of every upstream past the first
+// maxServerAddressLabels.
+const otherServerAddress = "_other"
+
+// Values of the token_result attribute, as in the proxy stsproxy replaces.
+const (
+	tokenResultOK            = "ok"             // a token was attached (or none was due)
+	tokenResultFetchError    = "fetch_error"    // STS gave no token
+	tokenResultResolverError = "resolver_error" // no audience could be derived
+)
+
+// proxyMetrics are the proxy's own instruments, named and labelled as in
+// the proxy it replaces. Attributes are bounded: method (known methods or
+// _OTHER), status code, token_result, error_type and the upstream's
+// server_address and server_port (capped at maxServerAddressLabels); never a
+// path, audience or token.
 type proxyMetrics struct {
 	serverDuration metric.Float64Histogram
 	active         metric.Int64UpDownCounter
 	clientDuration metric.Float64Histogram
 
 	serverOpts sync.Map // serverKey → metric.RecordOption
-	clientOpts sync.Map // serverKey{method, 0 ok or 1 error} → metric.RecordOption
+	clientOpts sync.Map // clientKey → metric.RecordOption
+
+	addrMu sync.Mutex          // guards addrs
+	addrs  map[string]struct{} // upstream host[:port] values with their own label
 }
 
 // durationBuckets are the OpenTelemetry HTTP semantic conventions' bucket
@@ -87,7 +111,7 @@ var durationBuckets = metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.
 
 // newProxyMetrics creates the instruments on mp.
 func newProxyMetrics(mp metric.MeterProvider) (*proxyMetrics, error) {
-	m := mp.Meter(meterName)
+	m := mp.Meter(meterName, metric.WithInstrumentationVersion(versionString()))
 	sd, err1 := m.Float64Histogram("http.server.request.duration", metric.WithUnit("s"), durationBuckets,
 		metric.WithDescription("Duration of inbound HTTP requests handled by the proxy."))
 	ar, err2 := m.Int64UpDownCounter("http.server.active_requests", metric.WithUnit("{request}"),
@@ -97,7 +121,7 @@ func newProxyMetrics(mp metric.MeterProvider) (*proxyMetrics, error) {
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return nil, fmt.Errorf("stsproxy: create instruments: %w", err)
 	}
-	return &proxyMetrics{serverDuration: sd, active: ar, clientDuration: cd}, nil
+	return &proxyMetrics{serverDuration: sd, active: ar, clientDuration: cd, addrs: make(map[string]struct{})}, nil
 }
 
 // serverStart counts a request in flight and returns the func that records
@@ -133,26 +157,74 @@ func (m *proxyMetrics) serverAttrs(method string, status int) metric.RecordOptio
 	return opt
 }
 
+// clientKey identifies one set of client-duration attributes.
+type clientKey struct {
+	method      string // bounded
+	scheme      string
+	host        string // the request URL's host[:port]
+	tokenResult string
+	errorType   string // "" on success
+}
+
 // clientAttrs returns the attribute option of an outbound request, built once
-// per method and token result.
-func (m *proxyMetrics) clientAttrs(method string, tokenOK bool) metric.RecordOption {
-	key := serverKey{boundedMethod(method), 0}
-	if !tokenOK {
-		key.status = 1
-	}
+// per distinct key: method, server_address, server_port (only when not the
+// scheme's default), error_type (only on failure) and token_result. Keys are
+// bounded since every part is: host by the cap on labelled addresses, the
+// rest by construction.
+func (m *proxyMetrics) clientAttrs(method, scheme, host, tokenResult, errorType string) metric.RecordOption {
+	key := clientKey{boundedMethod(method), scheme, host, tokenResult, errorType}
 	if opt, ok := m.clientOpts.Load(key); ok {
-		return opt.(metric.RecordOption)
+		return opt.(metric.RecordOption) // host has a label of its own
 	}
-	result := "ok"
-	if !tokenOK {
-		result = "error"
+	if key.host = m.boundedHost(host); key.host == otherServerAddress {
+		if opt, ok := m.clientOpts.Load(key); ok {
+			return opt.(metric.RecordOption)
+		}
 	}
-	opt := metric.WithAttributeSet(attribute.NewSet(
+	attrs := []attribute.KeyValue{
 		attribute.String("http.request.method", key.method),
-		attribute.String("token_result", result),
-	))
+		attribute.String("token_result", tokenResult),
+	}
+	if key.host == otherServerAddress {
+		attrs = append(attrs, attribute.String("server.address", otherServerAddress))
+	} else if h, p, err := stsauth.SplitHostPort(key.host); err == nil {
+		attrs = append(attrs, attribute.String("server.address", h))
+		if port, err := strconv.Atoi(p); err == nil && port != defaultPort(scheme) {
+			attrs = append(attrs, attribute.Int("server.port", port))
+		}
+	}
+	if errorType != "" {
+		attrs = append(attrs, attribute.String("error.type", errorType))
+	}
+	opt := metric.WithAttributeSet(attribute.NewSet(attrs...))
 	m.clientOpts.Store(key, opt)
 	return opt
+}
+
+// boundedHost returns host if it has, or may still get, its own label, else
+// otherServerAddress.
+func (m *proxyMetrics) boundedHost(host string) string {
+	m.addrMu.Lock()
+	defer m.addrMu.Unlock()
+	if _, ok := m.addrs[host]; ok {
+		return host
+	}
+	if len(m.addrs) >= maxServerAddressLabels {
+		return otherServerAddress
+	}
+	m.addrs[host] = struct{}{}
+	return host
+}
+
+// defaultPort returns the port a scheme implies, or 0.
+func defaultPort(scheme string) int {
+	switch scheme {
+	case "http":
+		return 80
+	case "https":
+		return 443
+	}
+	return 0
 }
 
 // boundedMethod returns method if it is a standard one, else "_OTHER", so a
@@ -167,19 +239,48 @@ func boundedMethod(method string) string {
 }
 
 // instrumentedTransport times each outbound round trip and labels it with
-// whether the token could be had.
+// its upstream, whether the token could be had and, on a network failure,
+// the kind of failure.
 type instrumentedTransport struct {
 	next    http.RoundTripper
 	metrics *proxyMetrics
 }
 
-// RoundTrip sends req through next and records its duration.
+// RoundTrip sends req through next and records its duration. A request the
+// library refused to send to its host is not an outbound request and is not
+// recorded.
 func (t *instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	res, err := t.next.RoundTrip(req)
-	tokenOK := err == nil || !isTokenError(err)
-	t.metrics.clientDuration.Record(req.Context(), time.Since(start).Seconds(), t.metrics.clientAttrs(req.Method, tokenOK))
+	tokenResult, errorType := tokenResultOK, ""
+	switch {
+	case err == nil:
+	case isTokenError(err):
+		tokenResult = tokenResultFetchError
+	case isResolverError(err):
+		tokenResult = tokenResultResolverError
+	case errors.Is(err, stsauth.ErrHostNotAllowed):
+		return res, err
+	default:
+		errorType = classifyNetError(err)
+	}
+	t.metrics.clientDuration.Record(req.Context(), time.Since(start).Seconds(),
+		t.metrics.clientAttrs(req.Method, req.URL.Scheme, req.URL.Host, tokenResult, errorType))
 	return res, err
+}
+
+// classifyNetError returns the error_type of a failed upstream request, in
+// the vocabulary of the proxy stsproxy replaces: timeout,
+// connection_refused or unknown.
+func classifyNetError(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection_refused"
+	}
+	return "unknown"
 }
 
 // isTokenError reports whether err is the library's failure to get a token.
@@ -188,4 +289,33 @@ func (t *instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, er
 func isTokenError(err error) bool {
 	var tokErr *stsauth.TokenError
 	return errors.As(err, &tokErr)
+}
+
+// resolverError marks an error of the audience resolver, so metrics can
+// tell it from a token or network failure.
+type resolverError struct{ err error }
+
+// Error returns the resolver's message.
+func (e *resolverError) Error() string { return e.err.Error() }
+
+// Unwrap returns the resolver's error.
+func (e *resolverError) Unwrap() error { return e.err }
+
+// isResolverError reports whether err came from the audience resolver.
+func isResolverError(err error) bool {
+	var re *resolverError
+	return errors.As(err, &re)
+}
+
+// markedResolver wraps an audience resolver and marks its errors as
+// *resolverError.
+type markedResolver struct{ next stsauth.AudienceResolver }
+
+// ResolveAudience resolves with next, marking an error.
+func (r markedResolver) ResolveAudience(req *http.Request) (stsauth.Audience, error) {
+	aud, err := r.next.ResolveAudience(req)
+	if err != nil {
+		return aud, &resolverError{err: err}
+	}
+	return aud, nil
 }

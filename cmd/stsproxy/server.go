@@ -184,6 +184,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	tr := &stsauth.Transport{Source: ts, Base: base, AllowedHosts: cfg.allowed, RequireTLS: cfg.requireTLS}
 	if !cfg.audience.IsZero() {
 		tr.Audience = stsauth.FixedAudience(cfg.audience)
+	} else {
+		// Only a derived audience can fail to resolve; mark its errors
+		// for the token_result metric attribute.
+		tr.Audience = markedResolver{next: stsauth.HostAudience{}}
 	}
 	logStartupWarnings(cfg, log)
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
