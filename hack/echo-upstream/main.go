@@ -11,7 +11,8 @@
 // "jwt_verified" with "jwt_claims" (and "jwt_error" when not verified) in the
 // answer and the log.
 //
-//	go run ./hack/echo-upstream --listen-addr :9000
+//	go run ./hack/echo-upstream              # listens on :8081
+//	go run ./hack/echo-upstream -addr :9000  # or --listen-addr :9000
 package main
 
 import (
@@ -43,17 +44,15 @@ func main() {
 // run parses flags and serves until ctx is done. It returns the exit code:
 // 0 on success, 1 on a runtime failure, 2 on a bad flag.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("echo-upstream", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("listen-addr", ":9000", "address to listen on, host:port")
-	if err := fs.Parse(args); err != nil {
+	addr, err := parseFlags(args, stderr)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "echo-upstream: listen: %v\n", err)
 		return 1
@@ -76,6 +75,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		srv.Close()
 	}
 	return 0
+}
+
+// defaultAddr is the listen address of aws-outbound-jwt-proxy's echo
+// upstream, so that proxy's quick start works as written.
+const defaultAddr = ":8081"
+
+// parseFlags returns the address to listen on: -addr, as in
+// aws-outbound-jwt-proxy's echo upstream, or its synonym --listen-addr
+// (stsproxy's spelling); the last one given wins.
+func parseFlags(args []string, stderr io.Writer) (string, error) {
+	fs := flag.NewFlagSet("echo-upstream", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var addr string
+	fs.StringVar(&addr, "addr", defaultAddr, "address to listen on, host:port")
+	fs.StringVar(&addr, "listen-addr", defaultAddr, "the same as -addr")
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "echo-upstream: unexpected argument %q\n", fs.Arg(0))
+		return "", errors.New("unexpected argument")
+	}
+	return addr, nil
 }
 
 // echo is the JSON body echo-upstream answers with.

@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -47,4 +51,60 @@ func TestDecodeBearer(t *testing.T) {
 		_, _, ok := decodeBearer(in)
 		assert.False(t, ok, "decodeBearer(%q)", in)
 	}
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, ":8081"},
+		{[]string{"-addr", ":9000"}, ":9000"},
+		{[]string{"-addr=127.0.0.1:1"}, "127.0.0.1:1"},
+		{[]string{"--listen-addr", ":9001"}, ":9001"},
+		{[]string{"-addr", ":1", "--listen-addr", ":2"}, ":2"},
+	} {
+		got, err := parseFlags(tc.args, io.Discard)
+		require.NoError(t, err, "args %v", tc.args)
+		assert.Equal(t, tc.want, got, "args %v", tc.args)
+	}
+	_, err := parseFlags([]string{"serve"}, io.Discard)
+	assert.Error(t, err)
+	_, err = parseFlags([]string{"-port", "1"}, io.Discard)
+	assert.Error(t, err)
+}
+
+// TestRunAddr starts the server with the original's -addr flag and stops it.
+func TestRunAddr(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, &stdout, &stderr) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stdout.String(), `"msg":"listening","addr":"127.0.0.1:`) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // poll interval, bounded by the deadline
+	}
+	assert.Contains(t, stdout.String(), `"msg":"listening","addr":"127.0.0.1:`)
+	cancel()
+	assert.Equal(t, 0, <-done, stderr.String())
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and many readers.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
