@@ -194,38 +194,148 @@ func (a *AllowedHosts) allows(host, port string) bool {
 	return false
 }
 
-// metadataHostName is the name of the EC2 instance metadata service; any
-// name under it ("instance-data.ec2.internal") is refused too.
-const metadataHostName = "instance-data"
+// Names of instance metadata services: the EC2 one ("instance-data"; any
+// name under it, such as "instance-data.ec2.internal", is refused too) and
+// Google Cloud's.
+const (
+	metadataHostName    = "instance-data"
+	gcpMetadataHostName = "metadata.google.internal"
+)
 
-// ec2MetadataV6 is the IPv6 address of the EC2 instance metadata service.
-var ec2MetadataV6 = netip.MustParseAddr("fd00:ec2::254")
+// ec2InternalV6 is fd00:ec2::/32, where EC2 serves the instance metadata
+// service (::254), the EKS Pod Identity agent (::23), DNS (::253) and NTP
+// (::123).
+var ec2InternalV6 = netip.MustParsePrefix("fd00:ec2::/32")
 
 // IsMetadataHost reports whether host (without port; IPv6 without brackets)
-// is a link-local address (169.254.0.0/16, fe80::/10, or link-local
-// multicast), the EC2 instance metadata address fd00:ec2::254, or the
-// metadata service's name "instance-data" or a name under it. A trailing dot
-// is ignored. Tokens are never sent to such hosts: a request there could hand
-// the token to whatever answers on the instance, and metadata paths are a
-// classic target of request forgery.
+// is a target tokens must never be sent to:
+//
+//   - a link-local address: 169.254.0.0/16, fe80::/10, or link-local
+//     multicast (224.0.0.0/24, ff02::/16), also IPv4-mapped;
+//   - an address in fd00:ec2::/32, where EC2 serves the instance metadata
+//     service, the EKS Pod Identity agent, DNS and NTP;
+//   - the name "instance-data" or a name under it, or
+//     "metadata.google.internal".
+//
+// Case and a trailing dot are ignored. An IPv4 address is read as inet_aton
+// and the resolvers built on it read it, so every spelling of 169.254.169.254
+// is caught: "2852039166", "0xa9fea9fe", "0251.0376.0251.0376",
+// "169.254.43518" and mixed forms. Tokens are never sent to such hosts: a
+// request there could hand the token to whatever answers on the instance, and
+// metadata paths are a classic target of request forgery.
 //
 // Names are not resolved: a DNS name that resolves to a link-local address is
-// not caught here. stsproxy refuses those when it dials.
+// not caught here, but by [GuardDialControl] when the connection is made.
 func IsMetadataHost(host string) bool {
 	host = strings.TrimSuffix(host, ".")
 	if host == "" {
 		return false
 	}
-	if !mayBeIP(host) {
-		host = strings.ToLower(host)
-		return host == metadataHostName || strings.HasPrefix(host, metadataHostName+".")
+	if strings.IndexByte(host, ':') >= 0 {
+		ip, err := netip.ParseAddr(host)
+		return err == nil && isMetadataAddr(ip)
 	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
+	if c := host[0]; c >= '0' && c <= '9' {
+		if ip, ok := parseIPv4(host); ok {
+			return isMetadataAddr(ip)
+		}
 	}
+	return strings.EqualFold(host, metadataHostName) ||
+		hasPrefixFold(host, metadataHostName+".") ||
+		strings.EqualFold(host, gcpMetadataHostName)
+}
+
+// isMetadataAddr reports whether ip is an address [IsMetadataHost] refuses.
+func isMetadataAddr(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip == ec2MetadataV6
+	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ec2InternalV6.Contains(ip.WithZone(""))
+}
+
+// hasPrefixFold reports whether s starts with prefix, ignoring ASCII case.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// parseIPv4 parses an IPv4 address as inet_aton(3) does, and with it the
+// resolvers of most C libraries: one to four parts separated by dots, each
+// decimal, octal with a leading "0", or hexadecimal with a leading "0x"; the
+// last part fills the bytes the others leave, so "127.1" is 127.0.0.1 and
+// "2852039166" is 169.254.169.254. It reports false for anything else,
+// including a value that overflows its bytes. It does not allocate.
+func parseIPv4(s string) (netip.Addr, bool) {
+	var parts [4]uint32
+	n := 0
+	for {
+		if n == len(parts) {
+			return netip.Addr{}, false
+		}
+		end := strings.IndexByte(s, '.')
+		if end < 0 {
+			end = len(s)
+		}
+		v, ok := parseIPv4Part(s[:end])
+		if !ok {
+			return netip.Addr{}, false
+		}
+		parts[n] = v
+		n++
+		if end == len(s) {
+			break
+		}
+		s = s[end+1:]
+	}
+	// The last part fills 4-(n-1) bytes; each other part fills one.
+	var v uint32
+	for i := 0; i < n-1; i++ {
+		if parts[i] > 0xff {
+			return netip.Addr{}, false
+		}
+		v |= parts[i] << (24 - 8*i)
+	}
+	last := parts[n-1]
+	if bits := 8 * (5 - n); bits < 32 && last>>bits != 0 {
+		return netip.Addr{}, false
+	}
+	v |= last
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
+}
+
+// parseIPv4Part parses one part of an inet_aton address: decimal, octal
+// with a leading 0 or hexadecimal with a leading 0x ("0x" alone is 0, as in
+// glibc), at most 0xffffffff.
+func parseIPv4Part(p string) (uint32, bool) {
+	if p == "" {
+		return 0, false
+	}
+	base := uint64(10)
+	switch {
+	case len(p) >= 2 && p[0] == '0' && (p[1] == 'x' || p[1] == 'X'):
+		base, p = 16, p[2:]
+	case len(p) >= 2 && p[0] == '0':
+		base, p = 8, p[1:]
+	}
+	var v uint64
+	for i := 0; i < len(p); i++ {
+		var d uint64
+		switch c := p[i]; {
+		case c >= '0' && c <= '9':
+			d = uint64(c - '0')
+		case c >= 'a' && c <= 'f':
+			d = uint64(c-'a') + 10
+		case c >= 'A' && c <= 'F':
+			d = uint64(c-'A') + 10
+		default:
+			return 0, false
+		}
+		if d >= base {
+			return 0, false
+		}
+		v = v*base + d
+		if v > 0xffffffff {
+			return 0, false
+		}
+	}
+	return uint32(v), true
 }
 
 // IsLoopbackHost reports whether host (without port; IPv6 without brackets)
@@ -237,20 +347,16 @@ func IsLoopbackHost(host string) bool {
 	if host == "" {
 		return false
 	}
-	if !mayBeIP(host) {
-		return strings.EqualFold(host, "localhost")
+	if strings.IndexByte(host, ':') >= 0 {
+		ip, err := netip.ParseAddr(host)
+		return err == nil && ip.Unmap().IsLoopback()
 	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
-}
-
-// mayBeIP reports whether host could be an IP literal: IPv6 has a colon,
-// and no DNS name ends in a digit (top-level domains are alphabetic). It
-// keeps the common case, a name, away from netip.ParseAddr, whose error
-// allocates.
-func mayBeIP(host string) bool {
-	last := host[len(host)-1]
-	return last >= '0' && last <= '9' || strings.IndexByte(host, ':') >= 0
+	if c := host[0]; c >= '0' && c <= '9' {
+		if ip, ok := parseIPv4(host); ok {
+			return ip.IsLoopback()
+		}
+	}
+	return strings.EqualFold(host, "localhost")
 }
 
 // defaultPort returns the port a URL scheme implies.

@@ -1,6 +1,9 @@
 package stsauth
 
 import (
+	"encoding/binary"
+	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -94,7 +97,29 @@ func TestIsMetadataHost(t *testing.T) {
 		"169.255.0.1":                              false,
 		"127.0.0.1":                                false,
 		"api.example.com":                          false,
-		"fd00:ec2::253":                            false,
+		"fd00:ec2::253":                            true, // DNS
+		"fd00:ec2::23":                             true, // EKS Pod Identity agent
+		"fd00:ec2::123":                            true, // NTP
+		"fd00:ec2:ffff::1":                         true,
+		"fd00:ec3::254":                            false,
+		"2852039166":                               true,
+		"0xa9fea9fe":                               true,
+		"0XA9FEA9FE":                               true,
+		"0251.0376.0251.0376":                      true,
+		"169.254.43518":                            true,
+		"169.16689662":                             true,
+		"0xa9.0376.43518":                          true,
+		"0xa9.254.0251.0xfe.":                      true,
+		"0251.0xfe.169.0376":                       true,
+		"4294967296":                               false, // overflows 32 bits
+		"169.254.169.256":                          false,
+		"169.254.65536":                            false,
+		"0259.254.169.254":                         false, // 9 is no octal digit
+		"1.169.254.169.254":                        false,
+		"2130706433":                               false, // 127.0.0.1
+		"metadata.google.internal":                 true,
+		"METADATA.Google.Internal.":                true,
+		"metadata.google.internal.example.com":     false,
 	} {
 		assert.Equal(t, want, IsMetadataHost(host), host)
 	}
@@ -171,4 +196,83 @@ func TestIsLoopbackHost(t *testing.T) {
 	} {
 		assert.Equal(t, want, IsLoopbackHost(host), host)
 	}
+}
+
+func TestParseIPv4(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want string // "" if invalid
+	}{
+		{"169.254.169.254", "169.254.169.254"},
+		{"2852039166", "169.254.169.254"},
+		{"0xa9fea9fe", "169.254.169.254"},
+		{"0251.0376.0251.0376", "169.254.169.254"},
+		{"169.254.43518", "169.254.169.254"},
+		{"169.16689662", "169.254.169.254"},
+		{"127.1", "127.0.0.1"},
+		{"0", "0.0.0.0"},
+		{"0x", "0.0.0.0"},
+		{"00", "0.0.0.0"},
+		{"0xffffffff", "255.255.255.255"},
+		{"037777777777", "255.255.255.255"},
+		{"1.2.3.4", "1.2.3.4"},
+		{"01.02.03.010", "1.2.3.8"},
+		{"", ""},
+		{".", ""},
+		{"1.", ""},
+		{".1", ""},
+		{"1..2", ""},
+		{"1.2.3.4.5", ""},
+		{"4294967296", ""},
+		{"0x100000000", ""},
+		{"256.1.1.1", ""},
+		{"1.256.1.1", ""},
+		{"1.1.65536", ""},
+		{"1.16777216", ""},
+		{"08", ""},
+		{"0xg", ""},
+		{"1.2.3.-4", ""},
+		{"+1", ""},
+		{"1 ", ""},
+		{"example.com", ""},
+	}
+	for _, tc := range tests {
+		got, ok := parseIPv4(tc.in)
+		if tc.want == "" {
+			assert.False(t, ok, "parseIPv4(%q) = %v, want invalid", tc.in, got)
+			continue
+		}
+		if assert.True(t, ok, "parseIPv4(%q) invalid, want %s", tc.in, tc.want) {
+			assert.Equal(t, tc.want, got.String(), "parseIPv4(%q)", tc.in)
+		}
+	}
+}
+
+// FuzzParseIPv4 checks the inet_aton parser against the standard dotted
+// quad, its own decimal and hexadecimal spellings of the same address, and
+// IsMetadataHost, which must refuse every spelling of a link-local address.
+func FuzzParseIPv4(f *testing.F) {
+	for _, s := range []string{"169.254.169.254", "2852039166", "0xa9fea9fe", "0251.0376.0251.0376", "169.254.43518",
+		"127.1", "0x", "08", "1..2", "4294967296", "0xA9.0376.43518", "1.2.3.4.5", "00000000000000000001", "0x0000000001"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ip, ok := parseIPv4(s)
+		if std, err := netip.ParseAddr(s); err == nil && std.Is4() {
+			require.True(t, ok, "dotted quad %q", s)
+			require.Equal(t, std, ip, "dotted quad %q", s)
+		}
+		if !ok {
+			return
+		}
+		require.True(t, ip.Is4())
+		v := binary.BigEndian.Uint32(ip.AsSlice())
+		for _, spelling := range []string{strconv.FormatUint(uint64(v), 10), "0x" + strconv.FormatUint(uint64(v), 16), "0" + strconv.FormatUint(uint64(v), 8)} {
+			again, ok := parseIPv4(spelling)
+			require.True(t, ok, "%q: %q", s, spelling)
+			require.Equal(t, ip, again, "%q: %q", s, spelling)
+		}
+		require.Equal(t, ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast(), IsMetadataHost(s), "IsMetadataHost(%q), address %v", s, ip)
+	})
 }

@@ -38,8 +38,11 @@ type Transport struct {
 	// Audience chooses each request's audience set. If nil,
 	// [HostAudience] derives it from the request's URL.
 	Audience AudienceResolver
-	// Base is the RoundTripper that sends requests. If nil,
-	// [http.DefaultTransport] is used.
+	// Base is the RoundTripper that sends requests. If nil, a clone of
+	// [http.DefaultTransport] guarded by [GuardDialControl] and
+	// [GuardProxy] is used, one shared by every Transport (see
+	// [NewGuardedTransport]). A Base of your own should have the same
+	// guards.
 	Base http.RoundTripper
 	// Header is the request header that carries the token, for APIs that
 	// read it from elsewhere than Authorization. Its value is always
@@ -57,7 +60,7 @@ type Transport struct {
 
 // ErrCleartext is wrapped by the error of a request that would carry a token
 // in clear text where that is refused: over plain http with
-// [Transport.RequireTLS].
+// [Transport.RequireTLS], or through a forward proxy ([GuardProxy]).
 var ErrCleartext = errors.New("token would travel in clear text")
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -193,7 +196,7 @@ func (t *Transport) base() http.RoundTripper {
 	if t.Base != nil {
 		return t.Base
 	}
-	return http.DefaultTransport
+	return defaultBase()
 }
 
 // closeBody closes req's body, as the RoundTripper contract requires even

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/stsauth/stsauth"
@@ -81,35 +80,20 @@ type proxy struct {
 }
 
 // newBaseTransport returns the transport that carries requests to upstreams:
-// a clone of [http.DefaultTransport] (never modified itself) with the
-// response-header timeout, and a dialer that refuses link-local and instance
-// metadata addresses, so a host name that resolves to 169.254.169.254 cannot
-// reach IMDS either.
+// the library's guarded clone of [http.DefaultTransport] (never modified
+// itself), whose dialer refuses link-local and instance metadata addresses,
+// so a host name that resolves to 169.254.169.254 cannot reach IMDS either,
+// and which never sends plain http through a forward proxy; with the
+// response-header timeout and more idle connections.
 func newBaseTransport(cfg *config) *http.Transport {
-	base := http.DefaultTransport.(*http.Transport).Clone()
+	base := stsauth.NewGuardedTransport()
 	base.ResponseHeaderTimeout = cfg.upstreamTimeout
 	// A proxy sends most of its traffic to few hosts, often one. The
 	// default of 2 idle connections per host made every burst above 2
 	// concurrent requests dial anew and leave sockets in TIME_WAIT.
 	base.MaxIdleConnsPerHost = maxIdleConnsPerHost
 	base.MaxIdleConns = maxIdleConns
-	d := &net.Dialer{
-		Timeout:   30 * time.Second,
-		KeepAlive: 30 * time.Second,
-		Control:   refuseMetadataAddr,
-	}
-	base.DialContext = d.DialContext
 	return base
-}
-
-// refuseMetadataAddr is the dialer's Control hook: it runs after name
-// resolution and before connect, and refuses an address that
-// [stsauth.IsMetadataHost] refuses, whatever name led to it.
-func refuseMetadataAddr(_, address string, _ syscall.RawConn) error {
-	if ap, err := netip.ParseAddrPort(address); err == nil && stsauth.IsMetadataHost(ap.Addr().String()) {
-		return fmt.Errorf("stsproxy: refusing to connect to link-local or instance metadata address %s", ap.Addr())
-	}
-	return nil
 }
 
 // newProxy returns the proxy handler, sending through rt (which attaches the

@@ -77,15 +77,14 @@ func TestForbiddenHost(t *testing.T) {
 	}
 }
 
-// TestRefuseMetadataAddr calls the dialer hook directly, so a broken check
-// cannot send a packet off loopback.
-func TestRefuseMetadataAddr(t *testing.T) {
+// TestBaseTransportRefusesMetadataAddrs dials through the base transport's
+// dialer: its Control hook runs before connect, so no packet leaves.
+func TestBaseTransportRefusesMetadataAddrs(t *testing.T) {
 	t.Parallel()
-	for _, a := range []string{"169.254.169.254:80", "[fd00:ec2::254]:80", "[fe80::1%eth0]:443", "[::ffff:169.254.1.1]:80"} {
-		assert.Error(t, refuseMetadataAddr("tcp4", a, nil), a)
-	}
-	for _, a := range []string{"127.0.0.1:80", "[::1]:443", "10.0.0.1:8080"} {
-		assert.NoError(t, refuseMetadataAddr("tcp", a, nil), a)
+	base := newBaseTransport(&config{upstreamTimeout: time.Second})
+	for _, a := range []string{"169.254.169.254:80", "[fd00:ec2::23]:80"} {
+		_, err := base.DialContext(context.Background(), "tcp", a)
+		assert.ErrorIs(t, err, stsauth.ErrHostNotAllowed, a)
 	}
 }
 
