@@ -69,3 +69,10 @@ func (c *cache) add(aud Audience, newEntry func(Audience) *entry) *entry {
 
 // len returns how many audience sets are cached.
 func (c *cache) len() int64 { return c.n.Load() }
+
+// snapshot returns every cached entry, in no particular order.
+func (c *cache) snapshot() []*entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*entry(nil), c.ring...)
+}

@@ -24,6 +24,10 @@ var ErrNoRegion = errors.New("stsauth: no AWS region configured (set AWS_REGION 
 // endpoint can be overridden with AWS_ENDPOINT_URL_STS. It makes no STS call:
 // the first request fetches the first token. It fails if the audiences are
 // invalid, an option is, or no region is configured.
+//
+// The client's Transport is a *[Transport]; once its [TokenSource] holds a
+// token it runs a refresh goroutine, which
+// client.Transport.(*stsauth.Transport).Source.Close() stops.
 func NewClient(ctx context.Context, audiences []string, opts ...Option) (*http.Client, error) {
 	var resolver AudienceResolver = HostAudience{}
 	if len(audiences) > 0 {

@@ -155,6 +155,8 @@ func ExampleNewClient() {
 	if err != nil {
 		panic(err)
 	}
+	// Stop the token source's background refresh when done with the client.
+	defer client.Transport.(*stsauth.Transport).Source.Close()
 	fmt.Println("STS calls before the first request:", sts.Calls())
 	fmt.Println(get(client, api.URL))
 	fmt.Println("STS calls after:", sts.Calls())

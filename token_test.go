@@ -148,7 +148,7 @@ func TestTokenThatIsNotACompactJWSIsAFetchError(t *testing.T) {
 			ts, err := NewTokenSource(client)
 			require.NoError(t, err)
 			t.Cleanup(func() { ts.Close() })
-			ts.now = clock.Now
+			useClock(ts, clock)
 			_, err = ts.Token(context.Background(), apiAudience)
 			var te *TokenError
 			require.ErrorAs(t, err, &te)

@@ -164,7 +164,12 @@ func (e *TokenError) Unwrap() error { return e.Err }
 // concurrent callers of that set. Afterwards callers get the cached token
 // without waiting: once the token is within the refresh skew of its expiry
 // (less a small per-entry jitter), the next caller starts exactly one
-// background refresh and keeps getting the cached token meanwhile. A failed
+// background refresh and keeps getting the cached token meanwhile. If no
+// caller comes in that window, a scheduler (one goroutine and one timer per
+// TokenSource, started with its first token) refreshes every set used since
+// its current token was minted, so a set used every 50 minutes with 1 h
+// tokens never waits; a set unused for a whole token lifetime is left to
+// expire and costs no STS call. A failed
 // refresh is retried, driven by later calls, with exponential backoff and full
 // jitter, while the old token is served until shortly before it expires.
 // With no usable token and STS failing, callers get the last error at once
@@ -184,10 +189,25 @@ type TokenSource struct {
 	cache   cache
 	group   singleflight.Group
 
-	// now and jitter are time and randomness; tests in this package
-	// replace them before the first call.
-	now    func() time.Time
-	jitter func(max time.Duration) time.Duration
+	// now, timerAt and jitter are time and randomness; tests in this
+	// package replace them before the first call. timerAt returns a channel
+	// that receives at (or soon after) at, and a stop function.
+	now     func() time.Time
+	timerAt func(at time.Time) (<-chan time.Time, func() bool)
+	jitter  func(max time.Duration) time.Duration
+	// onScan, if set by a test, is called by the scheduler after each scan
+	// once its timer is armed; fired tells whether the timer started it.
+	onScan func(fired bool)
+
+	wake         chan struct{} // pokes the scheduler; buffered 1
+	// pokes counts pokes; parked is the count the scheduler had seen when
+	// it last went to sleep, -1 while awake; tracked counts goroutines of
+	// wg. Tests read them to know when the source is quiet.
+	pokes   atomic.Int64
+	parked  atomic.Int64
+	tracked atomic.Int64
+	schedStarted atomic.Bool
+	schedDone    chan struct{} // closed when the scheduler goroutine ends
 
 	closed  atomic.Bool
 	closeMu sync.Mutex // guards wg.Add against Close's wg.Wait
@@ -218,7 +238,10 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 	ts := &TokenSource{
 		client: client,
 		cfg:    cfg,
-		now:    time.Now,
+		now:       time.Now,
+		timerAt:   realTimerAt,
+		wake:      make(chan struct{}, 1),
+		schedDone: make(chan struct{}),
 		jitter: func(max time.Duration) time.Duration {
 			if max <= 0 {
 				return 0
@@ -247,7 +270,7 @@ type entry struct {
 
 	state atomic.Pointer[cached] // nil until the first token
 	// used is the CLOCK reference bit: set by hits, cleared by the
-	// eviction sweep.
+	// eviction sweep. (cached.used is another bit: see there.)
 	used atomic.Bool
 	// refreshing is true while a background refresh for this entry runs;
 	// it makes "exactly one refresh" a CompareAndSwap.
@@ -268,6 +291,10 @@ type cached struct {
 	tok       Token
 	refreshAt time.Time // start a background refresh from here on
 	expireAt  time.Time // stop serving from here on (exp less the margin)
+
+	// used is set by the first cache hit on this token: the scheduler
+	// refreshes only sets used since their current token was minted.
+	used atomic.Bool
 }
 
 // storeNewer caches c unless e already holds a token that expires later. The
@@ -307,8 +334,11 @@ func (ts *TokenSource) Token(ctx context.Context, aud Audience) (Token, error) {
 				if !e.used.Load() {
 					e.used.Store(true)
 				}
+				if !c.used.Load() {
+					c.used.Store(true)
+				}
 				if !now.Before(c.refreshAt) {
-					ts.refreshAhead(e, now)
+					ts.refreshAhead(e, now, triggerRequest)
 					e.attrs.stale.Add()
 				}
 				e.attrs.hits.Add()
@@ -360,7 +390,7 @@ func (ts *TokenSource) fetchWait(ctx context.Context, e *entry) (Token, error) {
 
 // refreshAhead starts the background refresh of e unless one is running or
 // the backoff after a failed one has not run out.
-func (ts *TokenSource) refreshAhead(e *entry, now time.Time) {
+func (ts *TokenSource) refreshAhead(e *entry, now time.Time, trigger refreshTrigger) {
 	if e.refreshing.Load() {
 		return
 	}
@@ -368,6 +398,7 @@ func (ts *TokenSource) refreshAhead(e *entry, now time.Time) {
 		return
 	}
 	ok := ts.goTracked(func() {
+		defer ts.poke()
 		defer e.refreshing.Store(false)
 		v, err, _ := ts.group.Do(e.aud.key, func() (any, error) {
 			return ts.fetch(ts.stop, e)
@@ -392,8 +423,10 @@ func (ts *TokenSource) goTracked(f func()) bool {
 		return false
 	}
 	ts.wg.Add(1)
+	ts.tracked.Add(1)
 	go func() {
 		defer ts.wg.Done()
+		defer ts.tracked.Add(-1)
 		f()
 	}()
 	return true
@@ -411,8 +444,10 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) 
 		return nil, ErrClosed
 	}
 	ts.wg.Add(1)
+	ts.tracked.Add(1)
 	ts.closeMu.Unlock()
 	defer ts.wg.Done()
+	defer ts.tracked.Add(-1)
 
 	ctx, cancel := context.WithTimeout(parent, ts.cfg.fetchTimeout)
 	defer cancel()
@@ -453,6 +488,8 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) 
 	e.retryAt.Store(0)
 	e.mu.Unlock()
 	e.state.Store(c)
+	ts.startScheduler()
+	ts.poke()
 	return c, nil
 }
 
@@ -511,6 +548,9 @@ func (ts *TokenSource) Close() error {
 	ts.closed.Store(true)
 	ts.closeMu.Unlock()
 	ts.cancel()
+	if ts.schedStarted.Load() {
+		<-ts.schedDone
+	}
 	ts.wg.Wait()
 	ts.metrics.close()
 	return nil

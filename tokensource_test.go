@@ -22,14 +22,23 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeClock is a settable clock shared by a TokenSource and fakeSTS.
+// fakeClock is a settable clock shared by a TokenSource and fakeSTS. Its
+// timers fire only when firing is set (scheduler tests); otherwise they
+// never fire, so the scheduler of other tests never starts a refresh.
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu     sync.Mutex
+	t      time.Time
+	firing bool
+	timers map[*fakeTimer]struct{}
+}
+
+type fakeTimer struct {
+	at time.Time
+	ch chan time.Time
 }
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
+	return &fakeClock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), timers: map[*fakeTimer]struct{}{}}
 }
 
 func (c *fakeClock) Now() time.Time {
@@ -38,10 +47,62 @@ func (c *fakeClock) Now() time.Time {
 	return c.t
 }
 
-func (c *fakeClock) Advance(d time.Duration) {
+// Advance moves the clock and fires the timers it passes. It returns how
+// many fired.
+func (c *fakeClock) Advance(d time.Duration) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+	fired := 0
+	for ft := range c.timers {
+		if !ft.at.After(c.t) {
+			ft.ch <- c.t
+			delete(c.timers, ft)
+			fired++
+		}
+	}
+	return fired
+}
+
+// NextTimer returns the earliest armed timer's moment.
+func (c *fakeClock) NextTimer() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var next time.Time
+	for ft := range c.timers {
+		if next.IsZero() || ft.at.Before(next) {
+			next = ft.at
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// TimerAt is the TokenSource's timerAt.
+func (c *fakeClock) TimerAt(at time.Time) (<-chan time.Time, func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.firing {
+		return nil, func() bool { return false }
+	}
+	ft := &fakeTimer{at: at, ch: make(chan time.Time, 1)}
+	if !at.After(c.t) {
+		ft.ch <- c.t
+		return ft.ch, func() bool { return false }
+	}
+	c.timers[ft] = struct{}{}
+	return ft.ch, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		_, ok := c.timers[ft]
+		delete(c.timers, ft)
+		return ok
+	}
+}
+
+// useClock makes ts run on clock.
+func useClock(ts *TokenSource, clock *fakeClock) {
+	ts.now = clock.Now
+	ts.timerAt = clock.TimerAt
 }
 
 // fakeSTS is an in-memory GetWebIdentityToken that mints numbered
@@ -118,7 +179,7 @@ func newTestSource(t *testing.T, opts ...Option) (*TokenSource, *fakeSTS, *fakeC
 	fake := &fakeSTS{clock: clock}
 	ts, err := NewTokenSource(fake, opts...)
 	require.NoError(t, err)
-	ts.now = clock.Now
+	useClock(ts, clock)
 	ts.jitter = func(max time.Duration) time.Duration { return max }
 	t.Cleanup(func() { ts.Close() })
 	return ts, fake, clock
@@ -539,7 +600,7 @@ func TestBadSTSAnswersAreErrors(t *testing.T) {
 			ts, err := NewTokenSource(client)
 			require.NoError(t, err)
 			defer ts.Close()
-			ts.now = clock.Now
+			useClock(ts, clock)
 			_, err = ts.Token(context.Background(), apiAudience)
 			require.ErrorContains(t, err, tc.wantErr)
 			assert.NotContains(t, err.Error(), "eyJ")

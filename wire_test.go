@@ -27,7 +27,7 @@ func newWireSource(t *testing.T, opts ...Option) (*TokenSource, *ststest.Server,
 	t.Cleanup(srv.Close)
 	ts, err := NewTokenSource(srv.Client(func(o *sts.Options) { o.RetryMaxAttempts = 1 }), opts...)
 	require.NoError(t, err)
-	ts.now = clock.Now
+	useClock(ts, clock)
 	ts.jitter = func(max time.Duration) time.Duration { return max }
 	t.Cleanup(func() { ts.Close() })
 	return ts, srv, clock
@@ -108,7 +108,7 @@ func TestWireClockOffsetNeverServesExpiredTokens(t *testing.T) {
 			t.Cleanup(srv.Close)
 			ts, err := NewTokenSource(srv.Client(func(o *sts.Options) { o.RetryMaxAttempts = 1 }), WithDuration(tc.duration))
 			require.NoError(t, err)
-			ts.now = clock.Now
+			useClock(ts, clock)
 			t.Cleanup(func() { ts.Close() })
 
 			step := tc.duration / 360
@@ -166,7 +166,7 @@ func TestExpiryComesFromTheTokenNotFromTrust(t *testing.T) {
 			ts, err := NewTokenSource(client, WithDuration(time.Hour))
 			require.NoError(t, err)
 			t.Cleanup(func() { ts.Close() })
-			ts.now = clock.Now
+			useClock(ts, clock)
 			ts.jitter = func(time.Duration) time.Duration { return 0 }
 			start := clock.Now()
 			tok, err := ts.Token(context.Background(), apiAudience)
