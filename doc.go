@@ -26,7 +26,9 @@
 // without waiting and without a lock that a refresh holds. When a token is
 // within the refresh skew of its expiry (5 minutes by default, less a small
 // random jitter per entry), one background refresh starts while requests keep
-// getting the cached token. If the refresh fails, the cached token is served
+// getting the cached token; a scheduler goroutine refreshes, in that window,
+// the sets that were used since their token was minted but see no request
+// there, so a request after a quiet spell does not wait either. If the refresh fails, the cached token is served
 // until 10 seconds before it expires, and the refresh is retried with
 // exponential backoff and full jitter (1 s doubling to 30 s). With no token and
 // STS failing, requests get the last error at once until the backoff allows

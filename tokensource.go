@@ -199,13 +199,13 @@ type TokenSource struct {
 	// once its timer is armed; fired tells whether the timer started it.
 	onScan func(fired bool)
 
-	wake         chan struct{} // pokes the scheduler; buffered 1
+	wake chan struct{} // pokes the scheduler; buffered 1
 	// pokes counts pokes; parked is the count the scheduler had seen when
 	// it last went to sleep, -1 while awake; tracked counts goroutines of
 	// wg. Tests read them to know when the source is quiet.
-	pokes   atomic.Int64
-	parked  atomic.Int64
-	tracked atomic.Int64
+	pokes        atomic.Int64
+	parked       atomic.Int64
+	tracked      atomic.Int64
 	schedStarted atomic.Bool
 	schedDone    chan struct{} // closed when the scheduler goroutine ends
 
@@ -236,8 +236,8 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 		return nil, err
 	}
 	ts := &TokenSource{
-		client: client,
-		cfg:    cfg,
+		client:    client,
+		cfg:       cfg,
 		now:       time.Now,
 		timerAt:   realTimerAt,
 		wake:      make(chan struct{}, 1),
