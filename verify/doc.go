@@ -1,0 +1,60 @@
+// Package verify verifies AWS outbound identity federation tokens: the JWTs
+// that AWS STS GetWebIdentityToken mints and that stsauth sends. It is the
+// receiving side, for the APIs that accept those tokens.
+//
+//	v, err := verify.New(verify.Config{
+//		Issuers:   []verify.Issuer{{URL: "https://<id>.tokens.sts.global.api.aws", Account: "123456789012"}},
+//		Audiences: []string{"https://api.example.com"},
+//		Policy:    verify.Policy{OrgIDs: []string{"o-a1b2c3d4e5"}},
+//	})
+//	...
+//	if err := v.Prime(ctx); err != nil { ... } // fetch keys at startup
+//	http.Handle("/", v.Middleware(handler))   // or v.Verify(ctx, rawJWT)
+//
+// and in the handler:
+//
+//	claims, ok := verify.ClaimsFromContext(r.Context())
+//	// claims.AWS.Account, claims.AWS.OrgID, claims.AWS.OUPath, claims.AWS.PrincipalID ...
+//
+// # Trust
+//
+// Trust is configured, never derived from a token. Each account has its own
+// issuer, https://<id>.tokens.sts.global.api.aws (there is no
+// organization-wide one); list each, optionally bound to its account, so
+// that iss and the aws_account claim must agree. Only RS256 and ES384 are
+// accepted, with a key of the matching type; exp and iat are required and
+// checked with a leeway (30 s by default), and exp - iat may not exceed an
+// hour. Keys come only from the issuer's own discovery document and JWKS:
+// the jku, x5u, x5c and jwk header fields are never followed. [Policy]
+// restricts callers by account, organization, OU path, principal ARN and
+// request tags, and an optional replay guard refuses a jti seen before.
+//
+// # Keys
+//
+// Keys are fetched from <iss>/.well-known/openid-configuration (whose
+// jwks_uri must be on the issuer's own origin) and cached per issuer. One
+// fetch per issuer runs at a time and every waiting request shares it; it
+// runs detached from the request's context, under its own timeout
+// ([Config.FetchTimeout]), reads at most [MaxDocumentSize] bytes and
+// follows no redirect. Cached keys are refreshed in the background after
+// the JWKS response's Cache-Control max-age, kept between 1 minute and 24
+// hours (1 hour without one), with "Cache-Control: no-cache" on the
+// request; if a refresh fails the cached keys stay in use. A token with an
+// unknown kid causes at most one fetch per [Config.RefetchCooldown] (30 s)
+// per issuer; inside the cooldown it fails at once rather than waiting, and
+// a kid that a fetch did not find is refused without another fetch for 5
+// minutes. [Verifier.Prime] fetches every issuer's keys at startup.
+//
+// # Results
+//
+// Errors are [*Error] values matching one sentinel each ([ErrExpired],
+// [ErrAudience], [ErrUntrustedIssuer], [ErrSignature], [ErrPolicy],
+// [ErrReplay] and so on), and never contain the token. The verifier counts
+// verifications by result and key fetches by issuer and result with
+// OpenTelemetry metrics.
+//
+// A [Verifier] is safe for concurrent use by multiple goroutines.
+//
+// In tests, [github.com/stsauth/stsauth/ststest] mints real tokens with real
+// claims; trust its URL with [Config.AllowInsecureLoopbackIssuers].
+package verify

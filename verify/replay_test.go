@@ -1,0 +1,46 @@
+package verify
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestReplayGuard(t *testing.T) {
+	t.Parallel()
+	clock := newClock()
+	s := startSTS(t, clock, nil)
+	v := newTestVerifier(t, clock, Config{Issuers: []Issuer{{URL: s.URL}}, Audiences: []string{aud}, ReplayCacheSize: 10})
+	tok := mint(t, s, "ES384", aud)
+	_, err := v.Verify(t.Context(), tok)
+	require.NoError(t, err)
+	_, err = v.Verify(t.Context(), tok)
+	assert.ErrorIs(t, err, ErrReplay)
+	_, err = v.Verify(t.Context(), mint(t, s, "ES384", aud))
+	assert.NoError(t, err, "another token passes")
+	assert.Equal(t, 2, v.replay.len())
+}
+
+func TestReplayGuardBounds(t *testing.T) {
+	t.Parallel()
+	now := start
+	g := newReplayGuard(3)
+	for i := range 3 {
+		require.True(t, g.check("iss", fmt.Sprint(i), now.Add(time.Duration(i+1)*time.Minute), now))
+	}
+	assert.False(t, g.check("iss", "0", now.Add(time.Minute), now), "seen")
+	assert.True(t, g.check("other-iss", "0", now.Add(time.Minute), now), "jti is per issuer")
+	assert.Equal(t, 3, g.len(), "full: the entry closest to expiry went")
+	assert.True(t, g.check("iss", "0", now.Add(time.Minute), now), "the evicted entry is forgotten")
+
+	later := now.Add(90 * time.Second)
+	assert.True(t, g.check("iss", "new", later.Add(time.Minute), later))
+	assert.LessOrEqual(t, g.len(), 3)
+	assert.False(t, g.check("iss", "2", later.Add(time.Minute), later), "unexpired entries stay")
+	muchLater := now.Add(time.Hour)
+	assert.True(t, g.check("iss", "2", muchLater.Add(time.Minute), muchLater), "expired entries go")
+	assert.Equal(t, 1, g.len())
+}
