@@ -134,20 +134,113 @@ func checkPort(port string) error {
 }
 
 // checkHostName accepts DNS names made of letters, digits, hyphens,
-// underscores and dots, up to 253 characters.
+// underscores and dots, with labels of 1 to 63 characters, up to 253
+// characters in all. Its messages never quote the name, which may come from
+// a client.
 func checkHostName(name string) error {
 	if len(name) > maxHostLength {
 		return fmt.Errorf("host name of %d characters, want at most %d", len(name), maxHostLength)
 	}
-	for _, label := range strings.Split(name, ".") {
-		if label == "" || len(label) > 63 {
-			return fmt.Errorf("host %q has an empty or over-long label", name)
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" {
+			return errors.New("empty label in host")
+		}
+		if len(label) > 63 {
+			return fmt.Errorf("label of %d characters in host, want at most 63", len(label))
 		}
 		for _, r := range label {
 			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-				return fmt.Errorf("host %q has a character %q not allowed in a host name", name, r)
+				return fmt.Errorf("invalid character %q in host", r)
 			}
 		}
+	}
+	return nil
+}
+
+// maxHostPortLength is the longest host[:port] ParseHostPort accepts: a
+// host name of maxHostLength, a trailing dot and ":65535".
+const maxHostPortLength = maxHostLength + len(".:65535")
+
+// ParseHostPort parses a host[:port] that comes from an untrusted client,
+// such as the header a header-routed proxy picks its upstream by, and
+// returns the host (IPv6 without brackets) and the port ("" if none). The
+// split and the port rule (1 to 65535) are [SplitHostPort]'s; on top of it,
+// because the value becomes a URL host, ParseHostPort refuses:
+//
+//   - an empty value, or one longer than 260 characters;
+//   - control characters, white space and non-ASCII (use punycode);
+//   - a scheme, user info, a path (also with a backslash), a query or a fragment;
+//   - IPv6 without brackets, or with a zone;
+//   - an IPv4 address in any spelling but four decimal numbers (a resolver
+//     may read "2852039166" or "0xa9fea9fe" as 169.254.169.254);
+//   - host names with characters other than letters, digits, '-', '_' and
+//     '.', with an empty label or one over 63 characters, or over 253
+//     characters; one trailing dot is allowed.
+//
+// It does not decide where a token may go: check the host with
+// [IsMetadataHost] and [AllowedHosts] as well. Its errors say what is wrong
+// without quoting the value, beyond a port or a bracketed address once they
+// are known to be short printable ASCII.
+func ParseHostPort(hostport string) (host, port string, err error) {
+	if err := checkRawHost(hostport); err != nil {
+		return "", "", err
+	}
+	host, port, err = SplitHostPort(hostport)
+	if err != nil {
+		return "", "", err
+	}
+	if strings.HasPrefix(hostport, "[") {
+		if strings.IndexByte(host, '%') >= 0 {
+			return "", "", errors.New("invalid IPv6 address in brackets: zones are not allowed")
+		}
+		return host, port, nil
+	}
+	if strings.IndexByte(host, ':') >= 0 {
+		return "", "", errors.New("IPv6 address must be in brackets")
+	}
+	if host == "" {
+		return "", "", errors.New("empty host")
+	}
+	if err := checkHostName(strings.TrimSuffix(host, ".")); err != nil {
+		return "", "", err
+	}
+	if _, ok := parseIPv4(strings.TrimSuffix(host, ".")); ok {
+		if ip, err := netip.ParseAddr(host); err != nil || !ip.Is4() {
+			return "", "", errors.New("IPv4 address must be four decimal numbers, a.b.c.d")
+		}
+	}
+	return host, port, nil
+}
+
+// checkRawHost holds the checks of ParseHostPort that SplitHostPort does not
+// make: length, character set, and no scheme, user info, path, query or
+// fragment.
+func checkRawHost(v string) error {
+	switch {
+	case v == "":
+		return errors.New("empty host")
+	case len(v) > maxHostPortLength:
+		return fmt.Errorf("longer than %d characters", maxHostPortLength)
+	}
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c < 0x20 || c == 0x7f:
+			return errors.New("contains a control character")
+		case c == ' ':
+			return errors.New("contains white space")
+		case c >= 0x80:
+			return errors.New("contains a non-ASCII character; use the punycode form")
+		}
+	}
+	switch {
+	case strings.Contains(v, "://"):
+		return errors.New("must not include a scheme")
+	case strings.Contains(v, "@"):
+		return errors.New("must not include userinfo")
+	case strings.ContainsAny(v, "/\\"):
+		return errors.New("must not include a path")
+	case strings.ContainsAny(v, "?#"):
+		return errors.New("must not include a query or fragment")
 	}
 	return nil
 }

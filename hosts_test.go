@@ -21,7 +21,7 @@ func TestParseAllowedHostsRejects(t *testing.T) {
 		{"https://api.example.com", "drop the scheme"},
 		{"api.example.com/v1", "drop the path"},
 		{"user@api.example.com", "user info"},
-		{"api example.com", "not allowed in a host name"},
+		{"api example.com", "invalid character ' ' in host"},
 		{"api.example.com:0", `port "0", want a number from 1 to 65535`},
 		{"api.example.com:65536", "65535"},
 		{"api.example.com:http", "65535"},
@@ -34,7 +34,8 @@ func TestParseAllowedHostsRejects(t *testing.T) {
 		{"[::1", "unbalanced"},
 		{"::1]", "unbalanced"},
 		{"[example.com]", "not an IPv6 address"},
-		{"api..example.com", "empty or over-long label"},
+		{"api..example.com", "empty label in host"},
+		{strings.Repeat("a", 64) + ".example.com", "label of 64 characters in host, want at most 63"},
 		{strings.Repeat("a", 254), "at most 253"},
 	}
 	for _, tc := range tests {
@@ -275,4 +276,74 @@ func FuzzParseIPv4(f *testing.F) {
 		}
 		require.Equal(t, ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast(), IsMetadataHost(s), "IsMetadataHost(%q), address %v", s, ip)
 	})
+}
+
+func TestParseHostPort(t *testing.T) {
+	t.Parallel()
+	valid := []struct{ in, host, port string }{
+		{"api.example.com", "api.example.com", ""},
+		{"API.example.com:8443", "API.example.com", "8443"},
+		{"127.0.0.1", "127.0.0.1", ""},
+		{"127.0.0.1:1", "127.0.0.1", "1"},
+		{"[::1]", "::1", ""},
+		{"[2001:db8::1]:443", "2001:db8::1", "443"},
+		{"a_b.example", "a_b.example", ""},
+		{"x.example.", "x.example.", ""},
+		{"169.254.169.254", "169.254.169.254", ""}, // well formed; IsMetadataHost refuses it
+		{"1e100.net", "1e100.net", ""},
+		{strings.Repeat("a", 63) + ".example", strings.Repeat("a", 63) + ".example", ""},
+	}
+	for _, tc := range valid {
+		host, port, err := ParseHostPort(tc.in)
+		if assert.NoError(t, err, tc.in) {
+			assert.Equal(t, tc.host, host, tc.in)
+			assert.Equal(t, tc.port, port, tc.in)
+		}
+	}
+	invalid := []struct{ in, want string }{
+		{"", "empty host"},
+		{strings.Repeat("a", 261), "longer than 260 characters"},
+		{strings.Repeat("a", 254), "host name of 254 characters, want at most 253"},
+		{strings.Repeat("a", 64) + ".example", "label of 64 characters"},
+		{"https://x.example", "must not include a scheme"},
+		{"x.example/p", "must not include a path"},
+		{`x.example\p`, "must not include a path"},
+		{"x.example?q", "must not include a query or fragment"},
+		{"x.example#f", "must not include a query or fragment"},
+		{"u:p@x.example", "must not include userinfo"},
+		{"x .example", "contains white space"},
+		{"x\t.example", "contains a control character"},
+		{"x\x00", "contains a control character"},
+		{"x\x7f", "contains a control character"},
+		{"é.example", "non-ASCII"},
+		{"x.example:", `port "", want a number from 1 to 65535`},
+		{"x.example:0", `port "0", want a number from 1 to 65535`},
+		{"x.example:65536", `port "65536", want a number from 1 to 65535`},
+		{"x.example:+80", `port "+80", want a number from 1 to 65535`},
+		{"x.example:http", `port "http", want a number from 1 to 65535`},
+		{"x.example:080", `port "080", want a number from 1 to 65535`},
+		{":80", "empty host"},
+		{"[::1", "unbalanced IPv6 brackets"},
+		{"::1]", "unbalanced IPv6 brackets"},
+		{"x]", "unbalanced IPv6 brackets"},
+		{"::1", "IPv6 address must be in brackets"},
+		{"[::1]x", "unexpected text after the IPv6 address"},
+		{"[::1]:", `port "", want a number from 1 to 65535`},
+		{"[127.0.0.1]", "in brackets is not an IPv6 address"},
+		{"[fe80::1%eth0]", "zones are not allowed"},
+		{"a..b", "empty label"},
+		{".a", "empty label"},
+		{"a*b", "invalid character"},
+		{"2852039166", "IPv4 address must be four decimal numbers"},
+		{"0xa9fea9fe:80", "IPv4 address must be four decimal numbers"},
+		{"0251.0376.0251.0376", "IPv4 address must be four decimal numbers"},
+		{"169.254.43518.", "IPv4 address must be four decimal numbers"},
+		{"127.1", "IPv4 address must be four decimal numbers"},
+	}
+	for _, tc := range invalid {
+		_, _, err := ParseHostPort(tc.in)
+		if assert.Error(t, err, "ParseHostPort(%q)", tc.in) {
+			assert.Contains(t, err.Error(), tc.want, "ParseHostPort(%q)", tc.in)
+		}
+	}
 }

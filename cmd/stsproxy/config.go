@@ -323,10 +323,11 @@ func validate(raw map[string]*rawValue) (*config, error) {
 		if strings.Contains(v, "://") {
 			return nil, invalid(s, v, "want host[:port] without a scheme; set the scheme with --upstream-scheme/UPSTREAM_SCHEME")
 		}
-		if err := checkHostPort(v); err != nil {
+		host, _, err := stsauth.ParseHostPort(v)
+		if err != nil {
 			return nil, invalid(s, v, "want host[:port]: %v", err)
 		}
-		if forbiddenHost(v) {
+		if stsauth.IsMetadataHost(host) {
 			return nil, invalid(s, v, "want a host other than a link-local or instance metadata address")
 		}
 	}

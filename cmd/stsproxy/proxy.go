@@ -27,9 +27,6 @@ const (
 	maxIdleConns        = 256
 )
 
-// maxHostLength is the longest upstream host[:port] accepted from a request.
-const maxHostLength = 255
-
 // Response bodies of the errors the proxy itself answers. They are fixed
 // strings so no upstream or token detail ever reaches the client.
 const (
@@ -260,7 +257,8 @@ func (p *proxy) route(r *http.Request) (target string, status int, msg string) {
 			return "", http.StatusBadRequest, "missing " + name + " header"
 		}
 	}
-	if err := checkHostPort(host); err != nil {
+	bare, _, err := stsauth.ParseHostPort(host)
+	if err != nil {
 		return "", http.StatusBadRequest, "invalid " + name + " header: " + err.Error()
 	}
 	host = strings.ToLower(host)
@@ -268,7 +266,7 @@ func (p *proxy) route(r *http.Request) (target string, status int, msg string) {
 		p.log.Warn("loop detected: upstream host is this proxy", "target", host)
 		return host, http.StatusLoopDetected, "loop detected: " + name + " names this proxy's own address; set it to the upstream host"
 	}
-	if forbiddenHost(host) {
+	if stsauth.IsMetadataHost(bare) {
 		return host, http.StatusForbidden, fmt.Sprintf("upstream host %q is a link-local or instance metadata address", host)
 	}
 	if p.cfg.allowed != nil && !p.cfg.allowed.AllowsURLHost(p.cfg.upstreamScheme, host) {
@@ -338,98 +336,6 @@ func isSelf(r *http.Request, hostport string) bool {
 	}
 	ip = ip.Unmap()
 	return ip.IsLoopback() || ip.IsUnspecified() || ip == self.Addr().Unmap()
-}
-
-// checkHostPort checks that v is a bare host[:port]: a DNS name, IPv4
-// address or bracketed IPv6 address, with an optional port 1 to 65535, and
-// nothing else. The split and the port rule are [stsauth.SplitHostPort]'s;
-// on top of it the proxy is stricter, because v comes from a client and
-// becomes a URL host: no control characters, white space or non-ASCII, no
-// scheme, userinfo, path, query or fragment, at most [maxHostLength]
-// characters, IPv6 only in brackets and without a zone, and host names of
-// letters, digits, '-', '_' and '.'. The error says what is wrong; it quotes
-// at most the port or the bracketed address (the library's messages), and
-// only once they are known to be short printable ASCII.
-func checkHostPort(v string) error {
-	if err := checkRawHost(v); err != nil {
-		return err
-	}
-	host, _, err := stsauth.SplitHostPort(v)
-	if err != nil {
-		return err
-	}
-	if strings.HasPrefix(v, "[") {
-		if strings.IndexByte(host, '%') >= 0 {
-			return errors.New("invalid IPv6 address in brackets: zones are not allowed")
-		}
-		return nil
-	}
-	if strings.IndexByte(host, ':') >= 0 {
-		return errors.New("IPv6 address must be in brackets")
-	}
-	return checkHostName(host)
-}
-
-// checkRawHost holds the proxy's checks of a client-supplied host[:port]
-// that [stsauth.SplitHostPort] does not make: length, character set, and no
-// scheme, userinfo, path, query or fragment.
-func checkRawHost(v string) error {
-	switch {
-	case v == "":
-		return errors.New("empty host")
-	case len(v) > maxHostLength:
-		return fmt.Errorf("longer than %d characters", maxHostLength)
-	}
-	for i := 0; i < len(v); i++ {
-		switch c := v[i]; {
-		case c < 0x20 || c == 0x7f:
-			return errors.New("contains a control character")
-		case c == ' ':
-			return errors.New("contains white space")
-		case c >= 0x80:
-			return errors.New("contains a non-ASCII character; use the punycode form")
-		}
-	}
-	switch {
-	case strings.Contains(v, "://"):
-		return errors.New("must not include a scheme")
-	case strings.Contains(v, "@"):
-		return errors.New("must not include userinfo")
-	case strings.ContainsAny(v, "/\\"):
-		return errors.New("must not include a path")
-	case strings.ContainsAny(v, "?#"):
-		return errors.New("must not include a query or fragment")
-	}
-	return nil
-}
-
-// checkHostName checks a DNS name or IPv4 address: letters, digits, '-',
-// '_' and '.', with no empty label.
-func checkHostName(h string) error {
-	if h == "" {
-		return errors.New("empty host")
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' {
-			continue
-		}
-		return fmt.Errorf("invalid character %q in host", c)
-	}
-	if strings.Contains(strings.TrimSuffix(h, "."), "..") || strings.HasPrefix(h, ".") {
-		return errors.New("empty label in host")
-	}
-	return nil
-}
-
-// forbiddenHost reports whether a host[:port] names a target tokens must
-// never be sent to, as [stsauth.IsMetadataHost] decides.
-func forbiddenHost(hostport string) bool {
-	h, _, err := stsauth.SplitHostPort(hostport)
-	if err != nil {
-		h = hostport
-	}
-	return stsauth.IsMetadataHost(h)
 }
 
 // copyBuffers lends ReverseProxy the buffers it copies response bodies
