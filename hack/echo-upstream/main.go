@@ -5,9 +5,10 @@
 // JSON.
 //
 // When the token's issuer (iss) is a loopback URL, as with stsproxy
-// --local-sts, it also verifies the token: it fetches the issuer's OpenID
-// discovery document and JWKS (both on loopback only; nothing else is ever
-// fetched), checks the RS256 or ES384 signature and exp, and reports
+// --local-sts, it also verifies the token with package verify: it fetches
+// the issuer's OpenID discovery document and JWKS (both on loopback only;
+// nothing else is ever fetched), checks the RS256 or ES384 signature, exp
+// and iat (not the audience), and reports
 // "jwt_verified" with "jwt_claims" (and "jwt_error" when not verified) in the
 // answer and the log.
 //
