@@ -195,6 +195,9 @@ func (s *Server) serveSTS(w http.ResponseWriter, r *http.Request) {
 	case action == "":
 		writeError(w, codeMissingAction, "Missing Action")
 		return
+	case action == callerIdentityAction && version == stsVersion:
+		s.serveCallerIdentity(w, r)
+		return
 	case action != stsAction || version != stsVersion:
 		writeError(w, codeInvalidAction, fmt.Sprintf("Could not find operation %s for version %s", truncate(action), truncate(version)))
 		return

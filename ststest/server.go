@@ -123,6 +123,8 @@ type Server struct {
 	lifetime     time.Duration
 	holds        map[*hold]struct{}
 	jwksStatus   int // SetJWKSStatus; 0 means serve normally
+
+	callerIdentityFault string // FailCallerIdentity; "" answers normally
 }
 
 // hold is one outstanding [Server.Hold].
@@ -334,6 +336,7 @@ func (s *Server) Reset() {
 	s.failNext, s.failNextCode, s.failAll = 0, "", ""
 	s.latency, s.lifetime = 0, 0
 	s.jwksStatus = 0
+	s.callerIdentityFault = ""
 	for h := range s.holds {
 		h.release()
 	}

@@ -499,7 +499,7 @@ func TestProtocolErrors(t *testing.T) {
 		wantCode    string
 	}{
 		{"unsigned", http.MethodPost, formType, validForm().Encode(), false, 403, "MissingAuthenticationToken"},
-		{"wrong action", http.MethodPost, formType, "Action=GetCallerIdentity&Version=2011-06-15", true, 400, "InvalidAction"},
+		{"wrong action", http.MethodPost, formType, "Action=AssumeRole&Version=2011-06-15", true, 400, "InvalidAction"},
 		{"wrong version", http.MethodPost, formType, "Action=GetWebIdentityToken&Version=2099-01-01", true, 400, "InvalidAction"},
 		{"no version", http.MethodPost, formType, "Action=GetWebIdentityToken", true, 400, "InvalidAction"},
 		{"no action", http.MethodPost, formType, "Version=2011-06-15", true, 400, "MissingAction"},
