@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -60,6 +61,7 @@ type config struct {
 	fetchTimeout  time.Duration
 	meterProvider metric.MeterProvider
 	logger        *slog.Logger
+	credentials   aws.CredentialsProvider
 }
 
 func defaultConfig() config {
@@ -127,6 +129,16 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 // logger, the default, discards records.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
+}
+
+// WithCredentials sets the AWS credentials provider whose expiry bounds
+// token lifetimes: when the credentials can expire (aws.Credentials.CanExpire),
+// each token is requested for at most the time they have left less a
+// minute, and never for less than [MinDuration]. When the client passed to
+// [NewTokenSource] is an *sts.Client, its own provider is used unless this
+// option sets another; a nil provider keeps that default.
+func WithCredentials(p aws.CredentialsProvider) Option {
+	return func(c *config) { c.credentials = p }
 }
 
 // validate checks c against STS's ranges and fills dependent defaults.

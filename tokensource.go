@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"golang.org/x/sync/singleflight"
 )
@@ -209,6 +208,8 @@ type TokenSource struct {
 	schedStarted atomic.Bool
 	schedDone    chan struct{} // closed when the scheduler goroutine ends
 
+	escalationLogged atomic.Bool // SessionDurationEscalationException logged once
+
 	closed  atomic.Bool
 	closeMu sync.Mutex // guards wg.Add against Close's wg.Wait
 	wg      sync.WaitGroup
@@ -234,6 +235,9 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if c, ok := client.(*sts.Client); ok && cfg.credentials == nil {
+		cfg.credentials = c.Options().Credentials
 	}
 	ts := &TokenSource{
 		client:    client,
@@ -454,13 +458,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) 
 	defer context.AfterFunc(ts.stop, cancel)()
 
 	start := ts.now()
-	requested := ts.cfg.duration
-	out, err := ts.client.GetWebIdentityToken(ctx, &sts.GetWebIdentityTokenInput{
-		Audience:         e.aud.Values(),
-		SigningAlgorithm: aws.String(ts.cfg.algorithm),
-		DurationSeconds:  aws.Int32(int32(requested / time.Second)),
-		Tags:             ts.cfg.tags,
-	}, limitResponse)
+	out, requested, err := ts.call(ctx, e)
 	now := ts.now()
 	var lifetime time.Duration
 	if err == nil {

@@ -181,3 +181,7 @@ func TestExpiryComesFromTheTokenNotFromTrust(t *testing.T) {
 		})
 	}
 }
+
+func parseForTest(token string) (*jwt.JSONWebToken, error) {
+	return jwt.ParseSigned(token, signatureAlgorithms)
+}

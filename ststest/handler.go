@@ -226,6 +226,9 @@ func (s *Server) serveSTS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, codeValidationError, validationMessage(problems))
 		return
 	}
+	if s.checkSession(w, requestedSeconds(req)) {
+		return
+	}
 	s.mint(w, req, f.lifetime)
 }
 
@@ -264,10 +267,7 @@ func (s *Server) wait(ctx context.Context, f faults) error {
 
 // mint signs a token for a valid request and writes the success response.
 func (s *Server) mint(w http.ResponseWriter, req *request, lifetime time.Duration) {
-	seconds := int64(defaultDurationSeconds)
-	if req.duration != nil {
-		seconds = int64(*req.duration)
-	}
+	seconds := requestedSeconds(req)
 	if lifetime > 0 {
 		seconds = int64(lifetime / time.Second)
 	}
@@ -286,6 +286,7 @@ func (s *Server) mint(w http.ResponseWriter, req *request, lifetime time.Duratio
 			OrgID:               s.orgID,
 			OUPath:              s.ouPath,
 			IdentityStoreUserID: s.identityStoreUserID,
+			OriginalSessionExp:  s.originalSessionExp(),
 		},
 	}
 	if len(req.audience) == 1 {
@@ -310,6 +311,14 @@ func (s *Server) mint(w http.ResponseWriter, req *request, lifetime time.Duratio
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprintf(w, `<GetWebIdentityTokenResponse xmlns="%s"><GetWebIdentityTokenResult><WebIdentityToken>%s</WebIdentityToken><Expiration>%s</Expiration></GetWebIdentityTokenResult><ResponseMetadata><RequestId>%s</RequestId></ResponseMetadata></GetWebIdentityTokenResponse>`,
 		stsNamespace, token, time.Unix(exp, 0).UTC().Format(time.RFC3339), id)
+}
+
+// requestedSeconds is the token duration a valid request asks for.
+func requestedSeconds(req *request) int64 {
+	if req.duration != nil {
+		return int64(*req.duration)
+	}
+	return defaultDurationSeconds
 }
 
 // writeError writes an STS Query error response for code.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -114,6 +113,8 @@ type Server struct {
 
 	calls atomic.Int64 // GetWebIdentityToken requests received
 
+	sessionExpiry atomic.Pointer[time.Time] // SetSessionExpiry; nil: none
+
 	mu           sync.Mutex     // guards the fields below
 	callsFor     map[string]int // by audienceKey
 	failNext     int
@@ -209,7 +210,8 @@ func (s *Server) Close() {
 	})
 }
 
-// Client returns an STS client wired to the server: static credentials, the
+// Client returns an STS client wired to the server: static credentials
+// (expiring with the session of [Server.SetSessionExpiry], if set), the
 // server's Region, BaseEndpoint set to [Server.URL], the SDK's default
 // retryer, and an HTTP client whose idle connections are closed by
 // [Server.Close]. The optFns are applied last, so they can override any of
@@ -221,7 +223,7 @@ func (s *Server) Client(optFns ...func(*sts.Options)) *sts.Client {
 	}
 	return sts.New(sts.Options{
 		Region:       s.region,
-		Credentials:  credentials.NewStaticCredentialsProvider(clientAccessKeyID, clientSecretAccessKey, ""),
+		Credentials:  aws.CredentialsProviderFunc(s.retrieveCredentials),
 		BaseEndpoint: aws.String(s.URL),
 		HTTPClient:   s.ts.Client(),
 	}, optFns...)

@@ -174,6 +174,7 @@ type awsClaims struct {
 	OrgID               string            `json:"org_id"`
 	OUPath              []string          `json:"ou_path"`
 	IdentityStoreUserID string            `json:"identity_store_user_id,omitempty"`
+	OriginalSessionExp  string            `json:"original_session_exp,omitempty"`
 	RequestTags         map[string]string `json:"request_tags,omitempty"`
 }
 
