@@ -562,6 +562,7 @@ func writeCommandUsage(w io.Writer, cmd *command) {
 		for _, sub := range subcommands {
 			fmt.Fprintf(w, "       %s\n", sub.synopsis)
 		}
+		fmt.Fprintf(w, "       %s\n", verifySynopsis)
 	}
 	fmt.Fprintf(w, "\nEvery flag can also be set by its environment variable; a flag beats its variable.\n\nFlags:\n")
 	for _, s := range flagSpecs {

@@ -7,7 +7,9 @@
 // Run "stsproxy --help" for the flags. "stsproxy token --token-audience A"
 // prints one token and exits; "stsproxy policy" prints the least-privilege
 // IAM policy for the same flags; "stsproxy healthcheck" asks a running
-// proxy's admin listener for /healthz, for container health checks.
+// proxy's admin listener for /healthz, for container health checks;
+// "stsproxy verify --issuer URL [TOKEN|-]" verifies a token and prints its
+// claims.
 package main
 
 import (

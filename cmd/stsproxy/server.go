@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return runPolicy(args[1:], getenv, stdout, stderr)
 		case "healthcheck":
 			return runHealthcheck(ctx, args[1:], getenv, stdout, stderr)
+		case "verify":
+			return runVerify(ctx, args[1:], os.Stdin, stdout, stderr)
 		}
 	}
 	cfg, code := loadConfig(proxyCommand, args, getenv, stdout, stderr)
