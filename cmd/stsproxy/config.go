@@ -29,6 +29,10 @@ const (
 	defaultMetricsPath       = "/metrics"
 	defaultShutdownTimeout   = 15 * time.Second
 
+	// anyHostPattern is the --allowed-hosts value that allows any host, the
+	// explicit opt-out of the allowlist.
+	anyHostPattern = "*"
+
 	// hostHeaderRequestLine is the --host-header value that routes by the
 	// request's own Host line instead of a separate header.
 	hostHeaderRequestLine = "Host"
@@ -73,7 +77,7 @@ var flagSpecs = []flagSpec{
 	{name: "upstream-host", usage: "pin every request to this upstream host[:port]; empty routes by --host-header"},
 	{name: "upstream-scheme", def: defaultUpstreamScheme, usage: "scheme used to reach the upstream: http or https (any case)"},
 	{name: "host-header", def: defaultHostHeader, usage: `request header naming the upstream host; "Host" routes by the Host line`},
-	{name: "allowed-hosts", kind: kindCommaList, usage: "upstream hosts tokens may be sent to: exact or *.suffix, optional :port (comma list, repeatable)"},
+	{name: "allowed-hosts", kind: kindCommaList, usage: "upstream hosts tokens may be sent to: exact or *.suffix, optional :port (comma list, repeatable); '*' alone allows any host"},
 	{name: "require-tls-upstream", kind: kindBool, def: "false", usage: "refuse to send a token over plain http to an upstream that is not a loopback address"},
 	{name: "upstream-timeout", def: defaultUpstreamTimeout.String(), usage: "how long to wait for upstream response headers, more than 0"},
 	{name: "token-audience", kind: kindList, usage: "token audience (repeatable; env is a comma list); unset derives <scheme>://<host> per request"},
@@ -81,6 +85,7 @@ var flagSpecs = []flagSpec{
 	{name: "token-duration", def: "1h", usage: "requested token lifetime, 60s to 1h"},
 	{name: "token-refresh-skew", def: "5m", usage: "refresh a token this long before it expires, more than 0 and less than --token-duration; unset and not less than --token-duration: half the duration"},
 	{name: "token-tag", kind: kindList, usage: "session tag key=value added to every token (repeatable; env TOKEN_TAGS is a comma list)"},
+	{name: "token-fetch-timeout", def: stsauth.DefaultFetchTimeout.String(), usage: "the longest a request waits for a token from STS, retries included, more than 0"},
 	{name: "token-cache-size", def: strconv.Itoa(stsauth.DefaultCacheSize), usage: "how many audience sets to cache tokens for, at least 1"},
 	{name: "log-level", def: "info", usage: "log level: debug, info, warn or error (any case)"},
 	{name: "log-format", def: "json", usage: "log format: json or text (any case)"},
@@ -119,7 +124,7 @@ var proxyCommand = &command{name: "stsproxy", synopsis: "stsproxy [flags]"}
 var tokenCommand = &command{
 	name:     "stsproxy token",
 	synopsis: "stsproxy token --token-audience AUD [--token-audience AUD...] [flags]",
-	flags: []string{"token-audience", "token-signing-algorithm", "token-duration", "token-tag",
+	flags: []string{"token-audience", "token-signing-algorithm", "token-duration", "token-tag", "token-fetch-timeout",
 		"local-sts", "log-level", "log-format"},
 }
 
@@ -133,18 +138,20 @@ type config struct {
 	upstreamScheme  string
 	hostHeader      string // canonical header name, or "Host" for the Host line
 	allowedHosts    []string
-	allowed         *stsauth.AllowedHosts // nil when allowedHosts is empty
+	allowed         *stsauth.AllowedHosts // nil when allowedHosts is empty or '*'
+	anyHost         bool                  // --allowed-hosts '*': header routing may reach any host
 	upstreamTimeout time.Duration
 	requireTLS      bool // refuse plain http to non-loopback upstreams
 
-	audiences   []string         // as given; empty means per-request host audience
-	audience    stsauth.Audience // the canonical set of audiences, zero if none
-	signingAlg  string
-	duration    time.Duration
-	refreshSkew time.Duration
-	skewHalved  bool // the default skew did not fit duration: refreshSkew is duration/2
-	tags        map[string]string
-	cacheSize   int
+	audiences    []string         // as given; empty means per-request host audience
+	audience     stsauth.Audience // the canonical set of audiences, zero if none
+	signingAlg   string
+	duration     time.Duration
+	refreshSkew  time.Duration
+	skewHalved   bool // the default skew did not fit duration: refreshSkew is duration/2
+	tags         map[string]string
+	fetchTimeout time.Duration // bounds how long a request waits for a token
+	cacheSize    int
 
 	logLevel  slog.Level
 	logFormat string
@@ -282,7 +289,17 @@ func parseCommandConfig(cmd *command, args []string, getenv func(string) string)
 			raw[s.name].setEnv(e)
 		}
 	}
-	return validate(raw)
+	c, err := validate(raw)
+	if err != nil || c.version || cmd != proxyCommand {
+		return c, err
+	}
+	if rv := raw["token-audience"]; c.upstreamHost == "" && rv.set() && !raw["allowed-hosts"].set() {
+		// One static token, a credential for the real API, would go to
+		// whatever host a client names.
+		return nil, invalid(rv.spec, rv.String(), "with routing by --host-header/HOST_HEADER (%s) any client could send this static token to a host it names: "+
+			"pin the upstream with --upstream-host/UPSTREAM_HOST, or set --allowed-hosts/ALLOWED_HOSTS to the hosts it may go to ('*' allows any host)", c.hostHeader)
+	}
+	return c, nil
 }
 
 // validate converts the raw values into a config, checking every rule.
@@ -352,11 +369,18 @@ func validate(raw map[string]*rawValue) (*config, error) {
 				return nil, invalid(rv.spec, rv.String(), "want a comma list of hosts without empty values or white space")
 			}
 		}
-		if c.allowed, err = stsauth.ParseAllowedHosts(rv.vals...); err != nil {
+		if slices.Contains(rv.vals, anyHostPattern) {
+			if len(rv.vals) > 1 {
+				return nil, invalid(rv.spec, rv.String(), "want '*' alone, or hosts without it")
+			}
+			c.anyHost = true
+		} else if c.allowed, err = stsauth.ParseAllowedHosts(rv.vals...); err != nil {
 			return nil, invalid(rv.spec, rv.String(), "want host or *.suffix with optional :port (%v)", err)
 		}
-		c.allowedHosts = rv.vals
-		if c.upstreamHost != "" && !c.allowed.AllowsURLHost(c.upstreamScheme, c.upstreamHost) {
+		if !c.anyHost {
+			c.allowedHosts = rv.vals
+		}
+		if c.allowed != nil && c.upstreamHost != "" && !c.allowed.AllowsURLHost(c.upstreamScheme, c.upstreamHost) {
 			s, v = get("upstream-host")
 			return nil, invalid(s, v, "want a host that --allowed-hosts/ALLOWED_HOSTS allows")
 		}
@@ -385,6 +409,11 @@ func validate(raw map[string]*rawValue) (*config, error) {
 			return nil, invalid(rv.spec, rv.String(), "want 1 to %d values of at most %d characters", stsauth.MaxAudiences, stsauth.MaxAudienceLength)
 		}
 		c.audiences = rv.vals
+	}
+
+	s, v = get("token-fetch-timeout")
+	if c.fetchTimeout, err = parsePositiveDuration(v); err != nil {
+		return nil, invalid(s, v, "want a duration more than 0, such as 10s")
 	}
 
 	s, v = get("token-signing-algorithm")

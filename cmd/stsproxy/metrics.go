@@ -136,22 +136,22 @@ func (m *proxyMetrics) serverStart(ctx context.Context) func(method string, stat
 
 // serverKey identifies one set of server-duration attributes.
 type serverKey struct {
-	method string
-	status int
+	method string // bounded
+	status string // bounded
 }
 
 // serverAttrs returns the attribute option for a method and status, built
 // once per distinct pair: building an attribute set sorts and allocates, and
 // would otherwise be paid by every request. The pairs are bounded, since
-// methods are (see boundedMethod) and so are status codes (100 to 999).
+// methods are (see boundedMethod) and so are status labels (boundedStatus).
 func (m *proxyMetrics) serverAttrs(method string, status int) metric.RecordOption {
-	key := serverKey{boundedMethod(method), status}
+	key := serverKey{boundedMethod(method), boundedStatus(status)}
 	if opt, ok := m.serverOpts.Load(key); ok {
 		return opt.(metric.RecordOption)
 	}
 	opt := metric.WithAttributeSet(attribute.NewSet(
 		attribute.String("http.request.method", key.method),
-		attribute.String("http.response.status_code", strconv.Itoa(status)),
+		attribute.String("http.response.status_code", key.status),
 	))
 	m.serverOpts.Store(key, opt)
 	return opt
@@ -225,6 +225,31 @@ func defaultPort(scheme string) int {
 		return 443
 	}
 	return 0
+}
+
+// statusLabels holds the label of every status code net/http knows, so
+// boundedStatus allocates nothing.
+var statusLabels = func() map[int]string {
+	m := make(map[int]string)
+	for code := 100; code <= 599; code++ {
+		if http.StatusText(code) != "" {
+			m[code] = strconv.Itoa(code)
+		}
+	}
+	return m
+}()
+
+// boundedStatus returns the status_code label of an upstream status: the
+// code itself if net/http knows it, else its class ("1xx" to "5xx"), else
+// "_OTHER", so an upstream cannot grow the label set.
+func boundedStatus(code int) string {
+	if l, ok := statusLabels[code]; ok {
+		return l
+	}
+	if code >= 100 && code <= 599 {
+		return [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}[code/100-1]
+	}
+	return "_OTHER"
 }
 
 // boundedMethod returns method if it is a standard one, else "_OTHER", so a

@@ -142,6 +142,11 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 // otherwise cannot see a 101 written on a hijacked connection.
 func (p *proxy) modifyResponse(res *http.Response) error {
 	st := stateFrom(res.Request.Context())
+	if res.StatusCode < 100 {
+		// http.ResponseWriter panics on such a code; the error handler
+		// answers 502 instead.
+		return &badStatusError{code: res.StatusCode}
+	}
 	st.status = res.StatusCode
 	if res.StatusCode == http.StatusSwitchingProtocols && st.tracked {
 		// ServeHTTP returns, and calls Done, when the upgraded
@@ -154,18 +159,23 @@ func (p *proxy) modifyResponse(res *http.Response) error {
 
 // errorHandler maps a failed round trip to the proxy's own response: 502
 // "token unavailable" when no token could be had (the request was not sent),
-// 403 when the library refused the host or to send the token in clear text, 504 when the upstream sent no
+// 403 when the library refused the host or to send the token in clear text,
+// 502 for an upstream status code below 100, 504 when the upstream sent no
 // headers in time, and 502 otherwise.
 func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := stateFrom(r.Context())
 	var tokErr *stsauth.TokenError
 	var netErr net.Error
+	var badStatus *badStatusError
 	switch {
 	case errors.As(err, &tokErr):
 		if ok, suppressed := p.tokenErrLog.allow(); ok {
 			p.log.Error("token unavailable", "target", st.target, "error", err.Error(), "suppressed", suppressed)
 		}
 		http.Error(w, strings.TrimSuffix(bodyTokenUnavailable, "\n"), http.StatusBadGateway)
+	case errors.As(err, &badStatus):
+		p.log.Warn("upstream answered an invalid status code", "target", st.target, "status", badStatus.code)
+		http.Error(w, strings.TrimSuffix(bodyBadGateway, "\n"), http.StatusBadGateway)
 	case errors.Is(err, stsauth.ErrCleartext):
 		p.log.Warn("refusing to send a token in clear text", "target", st.target, "error", err.Error())
 		http.Error(w, fmt.Sprintf("refusing to send a token to upstream host %q in clear text", st.target), http.StatusForbidden)
@@ -183,6 +193,15 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		p.log.Warn("upstream request failed", "target", st.target, "error", err.Error())
 		http.Error(w, strings.TrimSuffix(bodyBadGateway, "\n"), http.StatusBadGateway)
 	}
+}
+
+// badStatusError is an upstream status code below 100, which no
+// ResponseWriter accepts.
+type badStatusError struct{ code int }
+
+// Error names the code.
+func (e *badStatusError) Error() string {
+	return fmt.Sprintf("stsproxy: upstream status code %d, want 100 to 999", e.code)
 }
 
 // ServeHTTP routes, checks and forwards one request, and writes its access

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -156,6 +157,7 @@ func newTokenSource(cfg *config, client stsauth.GetWebIdentityTokenAPIClient, mp
 		stsauth.WithCacheSize(cfg.cacheSize),
 		stsauth.WithMeterProvider(mp),
 		stsauth.WithLogger(log),
+		stsauth.WithFetchTimeout(cfg.fetchTimeout),
 	)
 }
 
@@ -193,6 +195,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		tr.Audience = markedResolver{next: stsauth.HostAudience{}}
 	}
 	logStartupWarnings(cfg, log)
+	logForwardProxy(cfg, log, base.Proxy)
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	px := newProxy(cfg, &instrumentedTransport{next: tr, metrics: pm}, log, pm)
 	// Requests get a base context that is cancelled when the shutdown
@@ -329,6 +332,37 @@ func logStartupWarnings(cfg *config, log *slog.Logger) {
 			log.Warn("--upstream-scheme http: tokens cross the network to the upstream in clear text; use https or set --require-tls-upstream/REQUIRE_TLS_UPSTREAM",
 				"upstream_host", cfg.upstreamHost)
 		}
+	}
+}
+
+// probeHost stands for the upstream when clients choose it: a name no
+// NO_PROXY entry but a catch-all matches.
+const probeHost = "upstream.invalid"
+
+// logForwardProxy logs, once at startup, whether the forward proxy of the
+// environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) applies to upstream
+// requests, as proxy (the base transport's guarded Proxy function) decides.
+// Over https requests tunnel through it and it never sees the token; over
+// plain http the library refuses them rather than hand it the token in clear
+// text. Only the forward proxy's host is logged, never its credentials.
+func logForwardProxy(cfg *config, log *slog.Logger, proxy func(*http.Request) (*url.URL, error)) {
+	if proxy == nil {
+		return
+	}
+	host, scope := cfg.upstreamHost, "the upstream"
+	if host == "" {
+		host, scope = probeHost, "upstreams that NO_PROXY does not exclude"
+	}
+	u, err := proxy(&http.Request{URL: &url.URL{Scheme: cfg.upstreamScheme, Host: host}, Header: http.Header{}})
+	switch {
+	case errors.Is(err, stsauth.ErrCleartext):
+		log.Warn("a forward proxy applies to "+scope+" over plain http: those requests are refused (403) rather than send the token to the forward proxy in clear text; use --upstream-scheme https, or exclude the upstream with NO_PROXY",
+			"upstream_host", cfg.upstreamHost)
+	case err != nil:
+		log.Warn("forward proxy configuration", "error", err.Error())
+	case u != nil:
+		log.Info("a forward proxy applies to "+scope+": requests tunnel through it (CONNECT), so it sees the upstream's host but not the token",
+			"forward_proxy", u.Host, "upstream_host", cfg.upstreamHost)
 	}
 }
 
