@@ -182,11 +182,12 @@ func (e *TokenError) Unwrap() error { return e.Err }
 // A TokenSource is safe for concurrent use by multiple goroutines. Call Close
 // to stop its background refreshes.
 type TokenSource struct {
-	client  GetWebIdentityTokenAPIClient
-	cfg     config
-	metrics *metrics
-	cache   cache
-	group   singleflight.Group
+	client    GetWebIdentityTokenAPIClient
+	cfg       config
+	metrics   *metrics
+	lifecycle *lifecycleMetrics
+	cache     cache
+	group     singleflight.Group
 
 	// now, timerAt and jitter are time and randomness; tests in this
 	// package replace them before the first call. timerAt returns a channel
@@ -260,6 +261,9 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 		return nil, fmt.Errorf("stsauth: set up metrics: %w", err)
 	}
 	ts.metrics = m
+	if ts.lifecycle, err = newLifecycleMetrics(cfg.meterProvider); err != nil {
+		return nil, fmt.Errorf("stsauth: set up metrics: %w", err)
+	}
 	ts.cache.onEvict = func(e *entry) {
 		ts.metrics.evictions.Add(context.Background(), 1, e.attrs.add...)
 		ts.cfg.logger.Debug("stsauth: evicted audience set from token cache", slog.String("audience", e.aud.String()))
@@ -276,6 +280,9 @@ type entry struct {
 	// used is the CLOCK reference bit: set by hits, cleared by the
 	// eviction sweep. (cached.used is another bit: see there.)
 	used atomic.Bool
+	// invalidated is set by Invalidate; the next token fetched is a
+	// replacement.
+	invalidated atomic.Bool
 	// refreshing is true while a background refresh for this entry runs;
 	// it makes "exactly one refresh" a CompareAndSwap.
 	refreshing atomic.Bool
@@ -299,6 +306,9 @@ type cached struct {
 	// used is set by the first cache hit on this token: the scheduler
 	// refreshes only sets used since their current token was minted.
 	used atomic.Bool
+	// replacement is set on a token fetched after the one before it was
+	// invalidated; it is not invalidated in turn.
+	replacement bool
 }
 
 // storeNewer caches c unless e already holds a token that expires later. The
@@ -481,6 +491,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) 
 	}
 
 	c := ts.newCached(e.aud, *out.WebIdentityToken, start, lifetime, now)
+	c.replacement = e.invalidated.Swap(false)
 	e.mu.Lock()
 	e.failures, e.lastErr = 0, nil
 	e.retryAt.Store(0)

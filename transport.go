@@ -81,6 +81,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		name = http.CanonicalHeaderKey(name)
 	}
 	var bearer string
+	var sent Token
 	if attach {
 		resolver := t.Audience
 		if resolver == nil {
@@ -98,11 +99,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, closeBody(req, err)
 		}
 		bearer = tok.bearerValue()
+		sent = tok
 	}
 	out := new(http.Request)
 	*out = *req
 	out.Header = cloneHeaderWith(req.Header, name, bearer)
-	return t.base().RoundTrip(out)
+	return t.sendRetrying(req, out, name, sent)
 }
 
 // hostAllowed decides whether req may be sent and whether it may carry a
