@@ -129,7 +129,7 @@ var tokenCommand = &command{
 }
 
 // subcommands lists, for the proxy's usage, the subcommands that take flags.
-var subcommands = []*command{tokenCommand, policyCommand, healthcheckCommand}
+var subcommands = []*command{tokenCommand, policyCommand, healthcheckCommand, doctorCommand}
 
 // config is the validated configuration of one run.
 type config struct {

@@ -9,7 +9,8 @@
 // IAM policy for the same flags; "stsproxy healthcheck" asks a running
 // proxy's admin listener for /healthz, for container health checks;
 // "stsproxy verify --issuer URL [TOKEN|-]" verifies a token and prints its
-// claims.
+// claims; "stsproxy doctor" checks the setup (region, credentials, IAM, federation,
+// issuer keys) and prints the fix for each failure.
 package main
 
 import (

@@ -68,6 +68,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return runHealthcheck(ctx, args[1:], getenv, stdout, stderr)
 		case "verify":
 			return runVerify(ctx, args[1:], os.Stdin, stdout, stderr)
+		case "doctor":
+			return runDoctor(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	cfg, code := loadConfig(proxyCommand, args, getenv, stdout, stderr)

@@ -1,0 +1,650 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"github.com/aws/smithy-go"
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/stsauth/stsauth"
+	"github.com/stsauth/stsauth/ststest"
+	"github.com/stsauth/stsauth/verify"
+)
+
+// Bounds of the doctor's network checks.
+const (
+	doctorCallTimeout  = 15 * time.Second // one STS call or document fetch
+	doctorMaxDocument  = 1 << 20          // discovery document or JWKS, bytes
+	doctorLifetimeSlop = 5 * time.Second  // exp - iat against --token-duration
+	awsIssuerSuffix    = ".tokens.sts.global.api.aws"
+)
+
+// doctorCommand is "stsproxy doctor". It takes every flag of the proxy, so
+// it runs with the proxy's own arguments and environment, plus --json.
+var doctorCommand = &command{name: "stsproxy doctor", synopsis: "stsproxy doctor [--json] [proxy flags]"}
+
+// Check results.
+const (
+	statusPass = "pass"
+	statusFail = "fail"
+	statusSkip = "skip" // not run because an earlier check failed
+)
+
+// doctorCheck is one check's result. Detail and Fix never hold a token.
+type doctorCheck struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// doctorReport is what stsproxy doctor prints.
+type doctorReport struct {
+	Passed bool          `json:"passed"`
+	Checks []doctorCheck `json:"checks"`
+}
+
+func (r *doctorReport) pass(name, detail string) {
+	r.Checks = append(r.Checks, doctorCheck{Name: name, Status: statusPass, Detail: detail})
+}
+
+func (r *doctorReport) fail(name, detail, fix string) {
+	r.Checks = append(r.Checks, doctorCheck{Name: name, Status: statusFail, Detail: detail, Fix: fix})
+}
+
+func (r *doctorReport) skip(name, why string) {
+	r.Checks = append(r.Checks, doctorCheck{Name: name, Status: statusSkip, Detail: why})
+}
+
+// doctorDeps is how the checks reach AWS and the issuer; tests replace it.
+type doctorDeps struct {
+	// stsOptions returns the STS client options the proxy would use:
+	// region, credentials, endpoint. The caller calls cleanup.
+	stsOptions func(ctx context.Context, cfg *config) (opts sts.Options, cleanup func(), err error)
+	// httpClient fetches the issuer's discovery document and keys.
+	httpClient *http.Client
+	// now is the clock for expiry arithmetic.
+	now func() time.Time
+}
+
+// defaultDoctorDeps loads the AWS configuration the way the proxy does, or
+// starts the in-process emulator with --local-sts.
+func defaultDoctorDeps() doctorDeps {
+	return doctorDeps{
+		stsOptions: func(ctx context.Context, cfg *config) (sts.Options, func(), error) {
+			if cfg.localSTS {
+				srv := ststest.NewServer()
+				return srv.Client().Options(), srv.Close, nil
+			}
+			awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+			if err != nil {
+				return sts.Options{}, func() {}, err
+			}
+			return sts.NewFromConfig(awsCfg).Options(), func() {}, nil
+		},
+		httpClient: &http.Client{
+			Transport:     http.DefaultTransport,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		now: time.Now,
+	}
+}
+
+// runDoctor implements "stsproxy doctor": it checks, with the proxy's own
+// configuration, everything a token needs, and prints each check as passed
+// or failed with the fix. It exits 0 only if every check passed, 1 if one
+// failed, 2 for bad configuration.
+func runDoctor(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	return runDoctorWith(ctx, args, getenv, stdout, stderr, defaultDoctorDeps())
+}
+
+// runDoctorWith is runDoctor with its dependencies passed in.
+func runDoctorWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, deps doctorDeps) int {
+	args, asJSON, err := cutJSONFlag(args)
+	if err != nil {
+		return configError(stderr, doctorCommand, err.Error())
+	}
+	if slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "--help" || a == "-help" }) {
+		fmt.Fprintln(stdout, "stsproxy doctor checks the region, credentials, caller identity, a token for each")
+		fmt.Fprintln(stdout, "configured audience set, its claims, the issuer's discovery document and keys, and the")
+		fmt.Fprintln(stdout, "token's signature, and prints the fix for each failure. It never prints a token.")
+		fmt.Fprintln(stdout, "\n  --json\n    \tprint the report as JSON")
+	}
+	cfg, code := loadConfig(doctorCommand, args, getenv, stdout, stderr)
+	if cfg == nil {
+		return code
+	}
+	rep := diagnose(ctx, cfg, getenv, deps)
+	rep.Passed = len(rep.Checks) > 0 && !slices.ContainsFunc(rep.Checks, func(c doctorCheck) bool { return c.Status != statusPass })
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(stderr, "stsproxy: doctor: %v\n", err)
+			return 1
+		}
+	} else {
+		writeReport(stdout, rep)
+	}
+	if !rep.Passed {
+		return 1
+	}
+	return 0
+}
+
+// cutJSONFlag removes --json (or --json=true/false) from args, before the
+// proxy's flags are parsed, and reports whether it was set.
+func cutJSONFlag(args []string) ([]string, bool, error) {
+	var out []string
+	asJSON := false
+	for i, a := range args {
+		if a == "--" {
+			out = append(out, args[i:]...)
+			break
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "json" {
+			out = append(out, a)
+			continue
+		}
+		switch {
+		case !hasVal || val == "true":
+			asJSON = true
+		case val == "false":
+			asJSON = false
+		default:
+			return nil, false, fmt.Errorf("invalid --json %q: want true or false", val)
+		}
+	}
+	return out, asJSON, nil
+}
+
+// writeReport prints the report for people: one line a check, the fix
+// indented under a failure, and a summary.
+func writeReport(w io.Writer, rep doctorReport) {
+	failed := 0
+	for _, c := range rep.Checks {
+		label := map[string]string{statusPass: "PASS", statusFail: "FAIL", statusSkip: "SKIP"}[c.Status]
+		fmt.Fprintf(w, "%s  %s", label, c.Name)
+		if c.Detail != "" {
+			fmt.Fprintf(w, ": %s", c.Detail)
+		}
+		fmt.Fprintln(w)
+		if c.Fix != "" {
+			for line := range strings.Lines("fix: " + c.Fix) {
+				fmt.Fprintf(w, "      %s", line)
+			}
+			if !strings.HasSuffix(c.Fix, "\n") {
+				fmt.Fprintln(w)
+			}
+		}
+		if c.Status == statusFail {
+			failed++
+		}
+	}
+	if rep.Passed {
+		fmt.Fprintf(w, "\nall %d checks passed\n", len(rep.Checks))
+		return
+	}
+	fmt.Fprintf(w, "\n%d of %d checks failed\n", failed, len(rep.Checks))
+}
+
+// diagnose runs the checks in order; a check that needs what an earlier one
+// failed to provide is skipped.
+func diagnose(ctx context.Context, cfg *config, getenv func(string) string, deps doctorDeps) doctorReport {
+	var rep doctorReport
+
+	opts, cleanup, err := deps.stsOptions(ctx, cfg)
+	if cleanup != nil {
+		defer cleanup()
+	}
+	regionOK := false
+	switch {
+	case err != nil:
+		rep.fail("region", "load AWS configuration: "+err.Error(),
+			"fix the shared config or credentials file, or the AWS_PROFILE it names")
+	case opts.Region == "":
+		rep.fail("region", "no AWS Region configured",
+			"set AWS_REGION (for example AWS_REGION=us-east-1) or a region in the profile: GetWebIdentityToken is served only by regional STS endpoints, not the global one")
+	default:
+		src := "AWS configuration"
+		switch {
+		case cfg.localSTS:
+			src = "--local-sts emulator"
+		case getenv("AWS_REGION") != "":
+			src = "AWS_REGION"
+		}
+		rep.pass("region", fmt.Sprintf("%s (from %s)", opts.Region, src))
+		regionOK = true
+	}
+	if err != nil {
+		rep.skip("credentials", "needs the AWS configuration")
+		return rep
+	}
+
+	creds, credsOK := checkCredentials(ctx, &rep, opts, cfg, deps.now())
+	if !regionOK || !credsOK {
+		rep.skip("caller identity", "needs a region and credentials")
+		rep.skip("GetWebIdentityToken", "needs a region and credentials")
+		return rep
+	}
+	opts.RetryMaxAttempts = 1 // report what STS says, at once
+	client := sts.New(opts)
+
+	ident, identErr := bounded(ctx, func(ctx context.Context) (*sts.GetCallerIdentityOutput, error) {
+		return client.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	})
+	var caller, account string
+	if identErr != nil {
+		detail, fix := stsFix(identErr, cfg, opts, "", creds, deps.now())
+		rep.fail("caller identity", detail, fix)
+	} else {
+		caller, account = aws.ToString(ident.Arn), aws.ToString(ident.Account)
+		rep.pass("caller identity", fmt.Sprintf("%s (account %s)", caller, account))
+	}
+
+	sets, why := doctorAudienceSets(cfg)
+	if len(sets) == 0 {
+		rep.fail("GetWebIdentityToken", why,
+			"run doctor with --token-audience set to the audience an upstream expects, for example --token-audience https://api.example.com")
+		return rep
+	}
+	for _, aud := range sets {
+		checkToken(ctx, &rep, cfg, client, opts, aud, account, caller, creds, deps)
+	}
+	return rep
+}
+
+// bounded runs f with ctx bounded by doctorCallTimeout: one network call.
+func bounded[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, doctorCallTimeout)
+	defer cancel()
+	return f(ctx)
+}
+
+// checkCredentials retrieves the credentials and reports their source and
+// expiry.
+func checkCredentials(ctx context.Context, rep *doctorReport, opts sts.Options, cfg *config, now time.Time) (aws.Credentials, bool) {
+	const fix = "give the proxy AWS credentials: on EKS, EKS Pod Identity or IRSA for its service account; on ECS, a task role; on EC2, an instance profile; elsewhere AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+	if opts.Credentials == nil {
+		rep.fail("credentials", "no credentials provider", fix)
+		return aws.Credentials{}, false
+	}
+	creds, err := bounded(ctx, opts.Credentials.Retrieve)
+	if err != nil {
+		rep.fail("credentials", "no credentials found: "+err.Error(), fix)
+		return aws.Credentials{}, false
+	}
+	src := creds.Source
+	if src == "" {
+		src = "unknown provider"
+	}
+	if !creds.CanExpire {
+		rep.pass("credentials", fmt.Sprintf("from %s; they do not expire", src))
+		return creds, true
+	}
+	left := creds.Expires.Sub(now).Round(time.Second)
+	rep.pass("credentials", fmt.Sprintf("from %s; they expire at %s (in %v)", src, creds.Expires.UTC().Format(time.RFC3339), left))
+	return creds, true
+}
+
+// doctorAudienceSets returns the audience sets to ask tokens for: the
+// static set, the pinned upstream's origin, or each exact --allowed-hosts
+// origin. Wildcards cannot be tested; with nothing to test it says why.
+func doctorAudienceSets(cfg *config) ([]stsauth.Audience, string) {
+	switch {
+	case !cfg.audience.IsZero():
+		return []stsauth.Audience{cfg.audience}, ""
+	case cfg.upstreamHost != "":
+		if a, err := stsauth.OriginAudience(cfg.upstreamScheme, cfg.upstreamHost); err == nil {
+			return []stsauth.Audience{a}, ""
+		}
+	}
+	var sets []stsauth.Audience
+	seen := map[string]bool{}
+	for _, h := range cfg.allowedHosts {
+		if strings.HasPrefix(h, "*.") {
+			continue
+		}
+		a, err := stsauth.OriginAudience(cfg.upstreamScheme, h)
+		if err != nil || seen[a.String()] {
+			continue
+		}
+		seen[a.String()] = true
+		sets = append(sets, a)
+	}
+	if len(sets) == 0 {
+		return nil, "no audience to test: the proxy derives audiences from each request's host, and --allowed-hosts names no exact host"
+	}
+	return sets, ""
+}
+
+// checkToken asks STS for one token for aud and checks its claims, the
+// issuer's discovery document and keys, and its signature.
+func checkToken(ctx context.Context, rep *doctorReport, cfg *config, client *sts.Client, opts sts.Options,
+	aud stsauth.Audience, account, caller string, creds aws.Credentials, deps doctorDeps) {
+	name := func(what string) string { return what + " " + aud.String() }
+	in := &sts.GetWebIdentityTokenInput{
+		Audience:         aud.Values(),
+		SigningAlgorithm: aws.String(cfg.signingAlg),
+		DurationSeconds:  aws.Int32(int32(cfg.duration / time.Second)),
+	}
+	for _, k := range slices.Sorted(maps.Keys(cfg.tags)) {
+		in.Tags = append(in.Tags, types.Tag{Key: aws.String(k), Value: aws.String(cfg.tags[k])})
+	}
+	out, err := bounded(ctx, func(ctx context.Context) (*sts.GetWebIdentityTokenOutput, error) {
+		return client.GetWebIdentityToken(ctx, in)
+	})
+	if err != nil {
+		detail, fix := stsFix(err, cfg, opts, caller, creds, deps.now())
+		rep.fail(name("GetWebIdentityToken"), detail, fix)
+		for _, s := range []string{"token claims", "issuer discovery", "issuer keys", "token signature"} {
+			rep.skip(name(s), "needs a token")
+		}
+		return
+	}
+	tok := aws.ToString(out.WebIdentityToken)
+	tags := ""
+	if len(cfg.tags) > 0 {
+		tags = fmt.Sprintf(", tag keys %v", slices.Sorted(maps.Keys(cfg.tags)))
+	}
+	rep.pass(name("GetWebIdentityToken"), fmt.Sprintf("%s, %v%s: a token of %d bytes", cfg.signingAlg, cfg.duration, tags, len(tok)))
+
+	claims, kid, ok := checkClaims(rep, name("token claims"), cfg, tok, aud, account)
+	if !ok {
+		rep.skip(name("issuer discovery"), "needs the token's issuer")
+		rep.skip(name("issuer keys"), "needs the token's issuer")
+		rep.skip(name("token signature"), "needs the token's issuer")
+		return
+	}
+	jwksURI, ok := checkDiscovery(ctx, rep, name("issuer discovery"), claims.Issuer, deps.httpClient)
+	if ok {
+		checkKeys(ctx, rep, name("issuer keys"), jwksURI, kid, deps.httpClient)
+	} else {
+		rep.skip(name("issuer keys"), "needs the discovery document")
+	}
+	checkSignature(ctx, rep, name("token signature"), tok, claims.Issuer, account, aud, deps.httpClient)
+}
+
+// stsAWSClaims are the AWS claims the doctor shows.
+type stsAWSClaims struct {
+	Account      string `json:"aws_account"`
+	OrgID        string `json:"org_id"`
+	SourceRegion string `json:"source_region"`
+}
+
+// checkClaims decodes the token's claims, without trusting them yet (the
+// signature check comes later), and compares them with the request. It
+// returns the standard claims and the header's key ID.
+func checkClaims(rep *doctorReport, name string, cfg *config, tok string, aud stsauth.Audience, account string) (jwt.Claims, string, bool) {
+	parsed, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256, jose.ES384})
+	if err != nil || len(parsed.Headers) != 1 {
+		rep.fail(name, "STS returned something that is not a signed JWT", "report this: STS tokens are compact JWS")
+		return jwt.Claims{}, "", false
+	}
+	hdr := parsed.Headers[0]
+	var std jwt.Claims
+	var awsClaims struct {
+		AWS stsAWSClaims `json:"https://sts.amazonaws.com/"`
+	}
+	if err := parsed.UnsafeClaimsWithoutVerification(&std, &awsClaims); err != nil {
+		rep.fail(name, "the token's claims do not decode: "+err.Error(), "report this: STS tokens carry JSON claims")
+		return jwt.Claims{}, "", false
+	}
+	var exp, iat time.Time
+	if std.Expiry != nil {
+		exp = std.Expiry.Time()
+	}
+	if std.IssuedAt != nil {
+		iat = std.IssuedAt.Time()
+	}
+	a := awsClaims.AWS
+	detail := fmt.Sprintf("iss %s, sub %s, aud %v, alg %s, kid %s, expires %s (lifetime %v), account %s",
+		std.Issuer, std.Subject, []string(std.Audience), hdr.Algorithm, hdr.KeyID, exp.UTC().Format(time.RFC3339), exp.Sub(iat), a.Account)
+	if a.OrgID != "" {
+		detail += ", org " + a.OrgID
+	}
+	if a.SourceRegion != "" {
+		detail += ", region " + a.SourceRegion
+	}
+	var problems []string
+	got := slices.Sorted(slices.Values(std.Audience))
+	if !slices.Equal(got, aud.Values()) {
+		problems = append(problems, fmt.Sprintf("aud %v is not the requested %v", got, aud.Values()))
+	}
+	if hdr.Algorithm != cfg.signingAlg {
+		problems = append(problems, fmt.Sprintf("alg %s is not the requested %s", hdr.Algorithm, cfg.signingAlg))
+	}
+	if d := exp.Sub(iat); d < cfg.duration-doctorLifetimeSlop || d > cfg.duration+doctorLifetimeSlop {
+		problems = append(problems, fmt.Sprintf("lifetime %v is not the requested --token-duration %v", d, cfg.duration))
+	}
+	if account != "" && a.Account != account {
+		problems = append(problems, fmt.Sprintf("aws_account %q is not the caller's account %s", a.Account, account))
+	}
+	if u, err := url.Parse(std.Issuer); err != nil || u.Host == "" {
+		problems = append(problems, fmt.Sprintf("iss %q is not a URL", std.Issuer))
+	} else if !cfg.localSTS && !isLoopbackHost(u.Hostname()) && (u.Scheme != "https" || !strings.HasSuffix(u.Hostname(), awsIssuerSuffix)) {
+		problems = append(problems, fmt.Sprintf("iss %s is not an AWS issuer https://<id>%s", std.Issuer, awsIssuerSuffix))
+	}
+	if len(problems) > 0 {
+		rep.fail(name, detail+"; but "+strings.Join(problems, "; "),
+			"the token differs from the request: check AWS_ENDPOINT_URL_STS points at AWS STS")
+		return std, hdr.KeyID, std.Issuer != ""
+	}
+	rep.pass(name, detail)
+	return std, hdr.KeyID, true
+}
+
+// isLoopbackHost reports whether host is localhost or a loopback address.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// fetchDocument GETs a JSON document of at most doctorMaxDocument bytes.
+func fetchDocument(ctx context.Context, client *http.Client, u string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, doctorCallTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, doctorMaxDocument+1))
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", u, err)
+	}
+	if len(body) > doctorMaxDocument {
+		return fmt.Errorf("GET %s: document larger than %d bytes", u, doctorMaxDocument)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("GET %s: not JSON: %w", u, err)
+	}
+	return nil
+}
+
+// reachIssuerFix is the fix for an issuer whose documents cannot be fetched.
+const reachIssuerFix = "APIs that verify the tokens fetch the issuer's keys from this URL: make sure it is reachable from them (and from here, to run this check); AWS serves it publicly once outbound identity federation is enabled"
+
+// checkDiscovery fetches the issuer's OpenID discovery document and returns
+// its jwks_uri.
+func checkDiscovery(ctx context.Context, rep *doctorReport, name string, iss string, client *http.Client) (string, bool) {
+	u := strings.TrimSuffix(iss, "/") + "/.well-known/openid-configuration"
+	var doc struct {
+		Issuer  string   `json:"issuer"`
+		JWKSURI string   `json:"jwks_uri"`
+		Algs    []string `json:"id_token_signing_alg_values_supported"`
+	}
+	if err := fetchDocument(ctx, client, u, &doc); err != nil {
+		rep.fail(name, err.Error(), reachIssuerFix)
+		return "", false
+	}
+	var problems []string
+	if doc.Issuer != iss {
+		problems = append(problems, fmt.Sprintf("issuer %q is not the token's iss %q", doc.Issuer, iss))
+	}
+	ju, err := url.Parse(doc.JWKSURI)
+	if iu, _ := url.Parse(iss); err != nil || doc.JWKSURI == "" || iu == nil || ju.Scheme != iu.Scheme || ju.Host != iu.Host {
+		problems = append(problems, fmt.Sprintf("jwks_uri %q is not on the issuer's origin", doc.JWKSURI))
+	}
+	if len(problems) > 0 {
+		rep.fail(name, u+": "+strings.Join(problems, "; "), "verifiers will refuse this issuer; check the issuer URL in the token")
+		return "", false
+	}
+	rep.pass(name, fmt.Sprintf("%s: jwks_uri %s, algorithms %v", u, doc.JWKSURI, doc.Algs))
+	return doc.JWKSURI, true
+}
+
+// checkKeys fetches the issuer's JWKS and looks for the token's key.
+func checkKeys(ctx context.Context, rep *doctorReport, name, jwksURI, kid string, client *http.Client) {
+	var set jose.JSONWebKeySet
+	if err := fetchDocument(ctx, client, jwksURI, &set); err != nil {
+		rep.fail(name, err.Error(), reachIssuerFix)
+		return
+	}
+	var kids []string
+	for _, k := range set.Keys {
+		kids = append(kids, k.KeyID)
+	}
+	if len(set.Key(kid)) == 0 {
+		rep.fail(name, fmt.Sprintf("%s publishes keys %v, not the token's %q", jwksURI, kids, kid),
+			"the issuer has not published the signing key yet, or the token did not come from this issuer: retry in a minute")
+		return
+	}
+	rep.pass(name, fmt.Sprintf("%s: %d keys %v, including the token's %s", jwksURI, len(set.Keys), kids, kid))
+}
+
+// checkSignature verifies the token as an API receiving it would, with the
+// verify package: the issuer (bound to the caller's account), the audience,
+// the times and the signature against the issuer's published keys.
+func checkSignature(ctx context.Context, rep *doctorReport, name, tok, iss, account string, aud stsauth.Audience, client *http.Client) {
+	u, _ := url.Parse(iss)
+	v, err := verify.New(verify.Config{
+		Issuers:                      []verify.Issuer{{URL: iss, Account: account}},
+		Audiences:                    aud.Values(),
+		AllowInsecureLoopbackIssuers: u != nil && isLoopbackHost(u.Hostname()),
+		HTTPClient:                   client,
+		MeterProvider:                noop.NewMeterProvider(),
+		Logger:                       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		rep.fail(name, "cannot verify tokens from this issuer: "+err.Error(), "verifiers need an https issuer URL; check AWS_ENDPOINT_URL_STS points at AWS STS")
+		return
+	}
+	c, err := bounded(ctx, func(ctx context.Context) (*verify.Claims, error) { return v.Verify(ctx, tok) })
+	if err != nil {
+		fix := "the token would be refused by APIs that verify it"
+		switch {
+		case errors.Is(err, verify.ErrSignature), errors.Is(err, verify.ErrUnknownKey):
+			fix = "the token is not signed by a key its issuer publishes: it was altered, or did not come from this issuer"
+		case errors.Is(err, verify.ErrKeysUnavailable):
+			fix = reachIssuerFix
+		case errors.Is(err, verify.ErrExpired), errors.Is(err, verify.ErrNotYetValid):
+			fix = "this machine's clock is off: sync it with NTP (on EC2, the Amazon Time Sync Service at 169.254.169.123 or fd00:ec2::123)"
+		case errors.Is(err, verify.ErrAccount):
+			fix = "the token's aws_account is not the caller's account: check AWS_ENDPOINT_URL_STS points at AWS STS"
+		}
+		rep.fail(name, err.Error(), fix)
+		return
+	}
+	rep.pass(name, fmt.Sprintf("valid: signed by %s, for %v, account %s", c.Issuer, c.Audience, c.AWS.Account))
+}
+
+// stsFix maps an STS error to a detail line and its fix. caller is the
+// caller's ARN if known, for the policy fix.
+func stsFix(err error, cfg *config, opts sts.Options, caller string, creds aws.Credentials, now time.Time) (detail, fix string) {
+	var apiErr smithy.APIError
+	if !errors.As(err, &apiErr) {
+		endpoint := "the regional STS endpoint (sts." + opts.Region + ".amazonaws.com)"
+		if opts.BaseEndpoint != nil {
+			endpoint = *opts.BaseEndpoint
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "no answer from STS within " + doctorCallTimeout.String(), "check that " + endpoint + " is reachable: egress rules, a VPC endpoint for STS, or HTTPS_PROXY"
+		}
+		return err.Error(), "check that " + endpoint + " is reachable: egress rules, a VPC endpoint for STS, or HTTPS_PROXY"
+	}
+	detail = apiErr.ErrorCode() + ": " + apiErr.ErrorMessage()
+	switch apiErr.ErrorCode() {
+	case "OutboundWebIdentityFederationDisabledException":
+		fix = "enable outbound identity federation, once per account: aws iam enable-outbound-web-identity-federation; then aws iam get-outbound-web-identity-federation-info shows the issuer to register with the APIs you call"
+	case "AccessDenied", "AccessDeniedException":
+		who := "the proxy's role"
+		if caller != "" {
+			who = "the role or user behind " + caller
+		}
+		fix = "attach this identity policy to " + who + " (stsproxy policy prints it for the same flags):\n" + policyFor(cfg) +
+			"\nIf it is attached, a service control policy, resource control policy, permissions boundary or VPC endpoint policy denies the call."
+	case "SessionDurationEscalationException":
+		fix = fmt.Sprintf("the credentials' session ends before a %v token would: lower --token-duration", cfg.duration)
+		if creds.CanExpire {
+			if left := creds.Expires.Sub(now).Truncate(time.Minute); left >= stsauth.MinDuration {
+				fix += fmt.Sprintf(" to at most %v (the session has %v left)", left, left)
+			}
+		}
+		fix += ", or use credentials with a longer session (a role's maximum session duration)"
+	case "JWTPayloadSizeExceededException":
+		fix = "the token would be too large: send fewer or shorter --token-tag values, or fewer --token-audience values"
+	case "RegionDisabledException":
+		fix = fmt.Sprintf("STS is not enabled in %s for this account: activate the Region in the account settings (IAM console, Security Token Service regions), or set AWS_REGION to an enabled Region", opts.Region)
+	case "Throttling", "ThrottlingException", "RequestLimitExceeded":
+		fix = "STS throttled the call: retry later. The proxy calls STS once per audience set per refresh, not per request; if many replicas or tools share the account, spread them out"
+	case "InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch", "IncompleteSignature", "MissingAuthenticationToken":
+		fix = "the credentials are not valid AWS credentials: check which ones the SDK found (see credentials above) and replace them"
+	case "ExpiredToken", "ExpiredTokenException", "RequestExpired":
+		fix = "the credentials have expired, or the clock is off: refresh them (aws sso login, or restart the pod to get fresh Pod Identity/IRSA credentials) and sync the clock"
+	case "ValidationError":
+		fix = "STS refused a parameter: check --token-audience, --token-duration and --token-tag against the limits in stsproxy --help"
+	case "InternalFailure", "ServiceUnavailable", "InternalError":
+		fix = "an error on the STS side: retry later"
+	default:
+		fix = "unexpected STS error: see the AWS STS GetWebIdentityToken reference for " + apiErr.ErrorCode()
+	}
+	return detail, fix
+}
+
+// policyFor returns the least-privilege policy for cfg as indented JSON, or
+// a pointer to stsproxy policy if it cannot be built.
+func policyFor(cfg *config) string {
+	p, _, err := policyParams(cfg)
+	if err != nil {
+		return "(run stsproxy policy: " + err.Error() + ")"
+	}
+	doc, err := stsauth.LeastPrivilegePolicy(p)
+	if err != nil {
+		return "(run stsproxy policy: " + err.Error() + ")"
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return "(run stsproxy policy)"
+	}
+	return string(b)
+}
