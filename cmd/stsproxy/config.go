@@ -107,9 +107,18 @@ var flagSpecs = []flagSpec{
 // its --help shows those alone and a flag or environment variable it ignores
 // is neither accepted nor validated there.
 type command struct {
-	name     string   // "stsproxy" or "stsproxy token", as in messages
-	synopsis string   // the usage line
-	flags    []string // names of the flags it takes; nil takes every flag
+	name     string            // "stsproxy" or "stsproxy token", as in messages
+	synopsis string            // the usage line
+	flags    []string          // names of the flags it takes; nil takes every flag
+	defaults map[string]string // defaults of its own, by flag name, replacing the flags'
+}
+
+// spec returns s with cmd's own default, if it has one.
+func (c *command) spec(s flagSpec) flagSpec {
+	if d, ok := c.defaults[s.name]; ok {
+		s.def = d
+	}
+	return s
 }
 
 // takes reports whether c reads the flag named name.
@@ -129,7 +138,7 @@ var tokenCommand = &command{
 }
 
 // subcommands lists, for the proxy's usage, the subcommands that take flags.
-var subcommands = []*command{tokenCommand, policyCommand, healthcheckCommand, doctorCommand}
+var subcommands = []*command{tokenCommand, policyCommand, healthcheckCommand, doctorCommand, demoCommand, demoRequestCommand}
 
 // config is the validated configuration of one run.
 type config struct {
@@ -166,6 +175,12 @@ type config struct {
 	shutdownTimeout   time.Duration
 	localSTS          bool
 	version           bool
+
+	// Set by "stsproxy demo", never by flags: the STS client to use instead
+	// of one built from the configuration, and a func serve calls once the
+	// proxy listens and holds its first token.
+	sts     stsauth.GetWebIdentityTokenAPIClient
+	onReady func(addr, metricsAddr string)
 }
 
 // routeByRequestHost reports whether the upstream comes from the request's
@@ -264,7 +279,7 @@ func parseCommandConfig(cmd *command, args []string, getenv func(string) string)
 	fs.Usage = func() {}
 	raw := make(map[string]*rawValue, len(flagSpecs))
 	for _, s := range flagSpecs {
-		v := &rawValue{spec: s}
+		v := &rawValue{spec: cmd.spec(s)}
 		raw[s.name] = v
 		if cmd.takes(s.name) {
 			fs.Var(v, s.name, s.usage)
@@ -287,6 +302,13 @@ func parseCommandConfig(cmd *command, args []string, getenv func(string) string)
 		}
 		if e := getenv(s.env()); e != "" {
 			raw[s.name].setEnv(e)
+		}
+	}
+	// A list flag's default is applied as a value, since validation reads
+	// lists only when set; other defaults are read through rawValue.last.
+	for name, d := range cmd.defaults {
+		if rv := raw[name]; !rv.set() && (rv.spec.kind == kindList || rv.spec.kind == kindCommaList) {
+			rv.setEnv(d)
 		}
 	}
 	c, err := validate(raw)
@@ -598,6 +620,7 @@ func writeCommandUsage(w io.Writer, cmd *command) {
 		if !cmd.takes(s.name) {
 			continue
 		}
+		s = cmd.spec(s)
 		arg := " value"
 		if s.kind == kindBool {
 			arg = ""

@@ -60,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch args[0] {
 		case "token":
 			return runToken(ctx, args[1:], getenv, stdout, stderr)
+		case "demo":
+			return runDemo(ctx, args[1:], getenv, stdout, stderr)
 		case "version":
 			return runVersion(args[1:], stdout, stderr)
 		case "policy":
@@ -129,10 +131,14 @@ func newLogger(cfg *config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// newSTSClient returns the STS client: the in-process emulator with
-// --local-sts, else one from the default AWS configuration chain (which
-// honours AWS_ENDPOINT_URL_STS). The caller must call cleanup.
+// newSTSClient returns the STS client: the one "stsproxy demo" set, the
+// in-process emulator with --local-sts, else one from the default AWS
+// configuration chain (which honours AWS_ENDPOINT_URL_STS). The caller must
+// call cleanup.
 func newSTSClient(ctx context.Context, cfg *config, log *slog.Logger) (client stsauth.GetWebIdentityTokenAPIClient, cleanup func(), err error) {
+	if cfg.sts != nil {
+		return cfg.sts, func() {}, nil
+	}
 	if cfg.localSTS {
 		srv := ststest.NewServer()
 		log.Warn("local STS emulator started: its tokens are for local development only",
@@ -271,6 +277,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		defer close(primeDone)
 		if !cfg.audience.IsZero() {
 			primeUntilReady(primeCtx, tr, log, &primed)
+		}
+		if cfg.onReady != nil && primed.Load() {
+			cfg.onReady(ln.Addr().String(), metricsAddr)
 		}
 	}()
 

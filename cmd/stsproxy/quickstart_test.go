@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// quickstartMarker precedes the README code block that
+// TestQuickStartREADME runs verbatim.
+const quickstartMarker = "<!-- quickstart-script:"
+
+// readmeBlocks returns the README's fenced code blocks, and the one after
+// quickstartMarker.
+func readmeBlocks(t *testing.T) (all []string, script string) {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	require.NoError(t, err)
+	var cur *strings.Builder
+	marked, inBlock := false, false
+	for line := range strings.Lines(string(readme)) {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case !inBlock && strings.HasPrefix(trimmed, quickstartMarker):
+			marked = true
+		case !inBlock && strings.HasPrefix(trimmed, "```"):
+			inBlock, cur = true, &strings.Builder{}
+		case inBlock && trimmed == "```":
+			inBlock = false
+			all = append(all, cur.String())
+			if marked {
+				script, marked = cur.String(), false
+			}
+		case inBlock:
+			cur.WriteString(line)
+		}
+	}
+	require.NotEmpty(t, script, "README.md has no code block after %q", quickstartMarker)
+	return all, script
+}
+
+// quickstartEnv returns an environment with the stsproxy binary on PATH as
+// "stsproxy" (what the README's install step does) and the demo on free
+// loopback ports, so concurrent test runs on one machine do not collide.
+func quickstartEnv(t *testing.T) (env []string, addr, metricsAddr string) {
+	t.Helper()
+	bin, err := buildBinary()
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, os.Symlink(bin, filepath.Join(dir, "stsproxy")))
+	addr, metricsAddr = freeAddr(t), freeAddr(t)
+	return []string{
+		"PATH=" + dir + string(os.PathListSeparator) + os.Getenv("PATH"),
+		"HOME=" + t.TempDir(),
+		"LISTEN_ADDR=" + addr,
+		"METRICS_LISTEN_ADDR=" + metricsAddr,
+	}, addr, metricsAddr
+}
+
+// freeAddr returns a loopback address with a port that was free just now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// startGroup starts cmd as the leader of a new process group, as a shell
+// job or a terminal's foreground job is, so whatever it starts can be found
+// (and, in the end, killed) by the group.
+func startGroup(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, cmd.Start())
+	pgid := cmd.Process.Pid
+	t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+}
+
+// requireNothingLeft checks that no process of the group pgid is left, and
+// that the addresses can be listened on again.
+func requireNothingLeft(t *testing.T, pgid int, addrs ...string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for syscall.Kill(-pgid, 0) == nil {
+		if time.Now().After(deadline) {
+			out, _ := exec.Command("ps", "-o", "pid,pgid,args", "-g", "").CombinedOutput()
+			t.Fatalf("processes of group %d are left behind:\n%s", pgid, out)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline
+	}
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		require.NoError(t, err, "port %s is left behind", a)
+		ln.Close()
+	}
+}
+
+// TestQuickStartREADME runs the README's quick-start script block verbatim
+// with bash, as a script would, with stsproxy on PATH (the install step).
+// It checks what the commands print: the demo's banner, the request through
+// the proxy, the verified token and its claims, never a whole token; and
+// that no process or port is left behind.
+func TestQuickStartREADME(t *testing.T) {
+	t.Parallel()
+	blocks, script := readmeBlocks(t)
+	// The interactive quick start uses the same two commands.
+	assert.Contains(t, blocks, "stsproxy demo\n")
+	assert.Contains(t, blocks, "stsproxy demo request\n")
+
+	env, addr, metricsAddr := quickstartEnv(t)
+	var stdout, stderr syncBuffer
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env, cmd.Dir = env, t.TempDir()
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	startGroup(t, cmd)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "script:\n%s\nstdout:\n%s\nstderr:\n%s", script, stdout.String(), stderr.String())
+	case <-time.After(2 * waitTimeout):
+		t.Fatalf("the quick start did not finish; stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	}
+	requireNothingLeft(t, cmd.Process.Pid, addr, metricsAddr)
+
+	out := stdout.String()
+	for _, want := range []string{
+		"stsproxy demo is ready",
+		"  proxy     http://" + addr + " (pinned to the upstream; token audience https://api.example.com)",
+		"  metrics   http://" + metricsAddr + "/metrics",
+		"GET http://" + addr + "/hello: 200 OK",
+		"The upstream received GET /hello through stsproxy (Via: 1.1 stsproxy-",
+		"  Authorization: Bearer eyJ",
+		"The token is verified: its RS256 signature checks out",
+		`"aud": "https://api.example.com"`,
+		`"iss": "http://127.0.0.1:`,
+		`"https://sts.amazonaws.com/": {`,
+		"stsproxy demo: stopped",
+	} {
+		assert.Contains(t, out, want)
+	}
+	for _, s := range []string{out, stderr.String()} {
+		assert.Empty(t, jwtPattern.FindAllString(s, -1), "a whole JWT was printed")
+	}
+}
+
+// bannerCurl finds the curl command in the demo's banner.
+var bannerCurl = regexp.MustCompile(`(?m)^  (curl .*)$`)
+
+// TestQuickStartInteractive runs the demo as a terminal's foreground job:
+// it runs the curl the banner prints (which the README shows for the
+// default address), then stops the demo with Ctrl-C's SIGINT to the job's
+// process group, and checks nothing is left behind.
+func TestQuickStartInteractive(t *testing.T) {
+	t.Parallel()
+	blocks, _ := readmeBlocks(t)
+	readme := strings.Join(blocks, "")
+	assert.Contains(t, readme, demoCurl(defaultDemoAddr)+"\n", "the README's curl is not the one the demo prints")
+
+	env, addr, metricsAddr := quickstartEnv(t)
+	bin, err := buildBinary()
+	require.NoError(t, err)
+	var stdout, stderr syncBuffer
+	cmd := exec.Command(bin, "demo")
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, &stdout, &stderr
+	startGroup(t, cmd)
+	deadline := time.Now().Add(waitTimeout)
+	for !strings.Contains(stdout.String(), "Stop with Ctrl-C") {
+		require.True(t, time.Now().Before(deadline), "no banner; stderr:\n%s", stderr.String())
+		time.Sleep(10 * time.Millisecond) // poll interval, bounded by the deadline
+	}
+	m := bannerCurl.FindStringSubmatch(stdout.String())
+	require.NotNil(t, m, "no curl in the banner:\n%s", stdout.String())
+	assert.Equal(t, demoCurl(addr), m[1])
+	curl, err := exec.LookPath("curl")
+	require.NoError(t, err, ".ci/run installs curl")
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	args := strings.Fields(m[1])[1:]
+	res, err := exec.CommandContext(ctx, curl, args...).CombinedOutput()
+	require.NoError(t, err, "%s", res)
+	assert.Contains(t, string(res), "The token is verified")
+
+	require.NoError(t, syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)) // Ctrl-C
+	require.NoError(t, cmd.Wait(), "stderr:\n%s", stderr.String())
+	assert.Contains(t, stdout.String(), "stsproxy demo: stopped")
+	requireNothingLeft(t, cmd.Process.Pid, addr, metricsAddr)
+}
+
+// TestQuickStartParentKilled starts the demo under a parent that is then
+// killed, as "go run" is by one SIGTERM (it does not pass the signal on):
+// the demo notices and stops, leaving nothing behind.
+func TestQuickStartParentKilled(t *testing.T) {
+	t.Parallel()
+	env, addr, metricsAddr := quickstartEnv(t)
+	var stdout syncBuffer
+	cmd := exec.Command("bash", "-c", "stsproxy demo & wait")
+	cmd.Env, cmd.Stdout = env, &stdout
+	startGroup(t, cmd)
+	deadline := time.Now().Add(waitTimeout)
+	for !strings.Contains(stdout.String(), "Stop with Ctrl-C") {
+		require.True(t, time.Now().Before(deadline), "no banner")
+		time.Sleep(10 * time.Millisecond) // poll interval, bounded by the deadline
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	err := cmd.Wait()
+	var exitErr *exec.ExitError
+	require.True(t, errors.As(err, &exitErr), "bash: %v", err)
+	requireNothingLeft(t, cmd.Process.Pid, addr, metricsAddr)
+	sc := bufio.NewScanner(strings.NewReader(stdout.String()))
+	last := ""
+	for sc.Scan() {
+		last = sc.Text()
+	}
+	assert.Equal(t, "stsproxy demo: stopped", last)
+}
+
+func TestWatchParent(t *testing.T) {
+	t.Parallel()
+	ppid := make(chan int, 10)
+	ppid <- 100 // at start
+	getppid := func() int {
+		select {
+		case p := <-ppid:
+			return p
+		default:
+			return 100
+		}
+	}
+	stopped := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchParent(context.Background(), getppid, time.Millisecond, func() { close(stopped) })
+	}()
+	ppid <- 1 // re-parented
+	select {
+	case <-stopped:
+	case <-time.After(waitTimeout):
+		t.Fatal("watchParent did not stop")
+	}
+	<-done
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	watchParent(ctx, func() int { return 1 }, time.Millisecond, func() { t.Error("stopped without a parent change") })
+}
+
+// TestREADMELibrarySnippetBuilds builds the README's library example, a
+// whole program with its imports, so it cannot drift from the API. The
+// snippet is laid over a directory of the module that does not exist on
+// disk (go build -overlay), so it resolves the module's own packages.
+func TestREADMELibrarySnippetBuilds(t *testing.T) {
+	t.Parallel()
+	blocks, _ := readmeBlocks(t)
+	var snippet string
+	for _, b := range blocks {
+		if strings.HasPrefix(b, "package main\n") {
+			snippet = b
+			break
+		}
+	}
+	require.NotEmpty(t, snippet, "README.md has no Go program")
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	src, overlay := filepath.Join(dir, "main.go"), filepath.Join(dir, "overlay.json")
+	require.NoError(t, os.WriteFile(src, []byte(snippet), 0o600))
+	target := filepath.Join(root, "internal", "readmesnippet", "main.go")
+	require.NoError(t, os.WriteFile(overlay, []byte(`{"Replace":{`+strconv.Quote(target)+`:`+strconv.Quote(src)+`}}`), 0o600))
+	cmd := exec.Command("go", "build", "-overlay", overlay, "-o", os.DevNull, "./internal/readmesnippet")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the README's library example does not build:\n%s", out)
+}
