@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/stsauth/stsauth/ststest"
+	"github.com/stsauth/stsauth/verify"
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // Settings of "stsproxy demo" and "stsproxy demo request".
@@ -80,9 +80,26 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "stsproxy: demo: listen for the upstream: %v\n", err)
 		return 1
 	}
-	v := &demoVerifier{issuer: emu.Issuer(), audience: cfg.audience.Values(), client: &http.Client{Timeout: 5 * time.Second}, now: time.Now}
-	defer v.client.CloseIdleConnections()
-	up := &http.Server{Handler: demoUpstream(v), ReadHeaderTimeout: readHeaderTimeout}
+	account := emu.AccountID
+	if account == "" {
+		account = ststest.DefaultAccountID
+	}
+	vclient := &http.Client{Transport: &http.Transport{}}
+	defer vclient.CloseIdleConnections()
+	v, err := verify.New(verify.Config{
+		Issuers:                      []verify.Issuer{{URL: emu.Issuer(), Account: account}},
+		Audiences:                    cfg.audience.Values(),
+		AllowInsecureLoopbackIssuers: true, // the emulator's issuer is http on loopback
+		HTTPClient:                   vclient,
+		MeterProvider:                noop.NewMeterProvider(),
+		Logger:                       log,
+	})
+	if err != nil {
+		upLn.Close()
+		fmt.Fprintf(stderr, "stsproxy: demo: %v\n", err)
+		return 1
+	}
+	up := &http.Server{Handler: demoUpstream(v, emu.Issuer()), ReadHeaderTimeout: readHeaderTimeout}
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
@@ -235,10 +252,11 @@ func waitListening(ctx context.Context, addr string, waiting func()) error {
 }
 
 // demoUpstream answers every request with a plain-text account of the
-// token it carries: how it arrived, whether it verified, and its claims. It
-// shows only the start of the JWT, never all of it: even an emulator's token
-// is not printed whole.
-func demoUpstream(v *demoVerifier) http.Handler {
+// token it carries: how it arrived, whether it verified (with package
+// verify, as an API receiving it would) and its claims. It shows only the
+// start of the JWT, never all of it: even an emulator's token is not
+// printed whole.
+func demoUpstream(v *verify.Verifier, issuer string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b strings.Builder
 		fmt.Fprintf(&b, "The upstream received %s %s", r.Method, r.URL.Path)
@@ -256,100 +274,26 @@ func demoUpstream(v *demoVerifier) http.Handler {
 			b.WriteString("  an Authorization header that is not a bearer token.\n")
 		default:
 			fmt.Fprintf(&b, "  Authorization: Bearer %s... (a JWT of %d bytes; the rest is not shown)\n\n", raw[:min(len(raw), 24)], len(raw))
-			res, err := v.verify(r.Context(), raw)
+			c, err := v.Verify(r.Context(), raw)
 			if err != nil {
 				fmt.Fprintf(&b, "The token is NOT verified: %v\n", err)
 				break
 			}
+			var claims bytes.Buffer
+			if err := json.Indent(&claims, c.Raw, "", "  "); err != nil {
+				fmt.Fprintf(&b, "The token's claims do not print: %v\n", err)
+				break
+			}
 			status = http.StatusOK
-			fmt.Fprintf(&b, "The token is verified: its %s signature checks out against key %q of the issuer's JWKS\n", res.alg, res.kid)
-			fmt.Fprintf(&b, "(%s, found through %s/.well-known/openid-configuration),\n", res.jwksURI, v.issuer)
-			fmt.Fprintf(&b, "its issuer is %s, its audience %s, and it expires in %v.\n\n", v.issuer, strings.Join(res.audience, ","), res.expiresIn.Round(time.Second))
-			fmt.Fprintf(&b, "Its claims:\n%s\n", res.claims)
+			fmt.Fprintf(&b, "The token is verified, by package verify as the API receiving it would: its signature\n")
+			fmt.Fprintf(&b, "checks out against the keys %s publishes (found through its\n", issuer)
+			fmt.Fprintf(&b, "/.well-known/openid-configuration), its audience is %s, its account %s,\n", strings.Join(c.Audience, ","), c.AWS.Account)
+			fmt.Fprintf(&b, "and it expires in %v.\n\n", time.Until(c.Expiry).Round(time.Second))
+			fmt.Fprintf(&b, "Its claims:\n%s\n", claims.String())
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set(demoVerifiedHeader, fmt.Sprint(status == http.StatusOK))
 		w.WriteHeader(status)
 		io.WriteString(w, b.String())
 	})
-}
-
-// demoVerifier checks tokens as a third-party API would: against the keys
-// its one trusted issuer publishes (found through the issuer's OpenID
-// discovery document), for its audience, within their lifetime.
-type demoVerifier struct {
-	issuer   string
-	audience []string
-	client   *http.Client
-	now      func() time.Time
-}
-
-// verified is what demoVerifier found out about a good token.
-type verified struct {
-	alg, kid, jwksURI string
-	audience          []string
-	expiresIn         time.Duration
-	claims            string // indented JSON
-}
-
-// verify checks raw's signature, issuer, audience and lifetime.
-func (v *demoVerifier) verify(ctx context.Context, raw string) (*verified, error) {
-	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256, jose.ES384})
-	if err != nil {
-		return nil, fmt.Errorf("not a JWS signed with RS256 or ES384: %w", err)
-	}
-	var disc struct {
-		Issuer  string `json:"issuer"`
-		JWKSURI string `json:"jwks_uri"`
-	}
-	if err := v.getJSON(ctx, v.issuer+"/.well-known/openid-configuration", &disc); err != nil {
-		return nil, err
-	}
-	if disc.Issuer != v.issuer || disc.JWKSURI == "" {
-		return nil, fmt.Errorf("discovery document names issuer %q and jwks_uri %q, want issuer %q", disc.Issuer, disc.JWKSURI, v.issuer)
-	}
-	var keys jose.JSONWebKeySet
-	if err := v.getJSON(ctx, disc.JWKSURI, &keys); err != nil {
-		return nil, err
-	}
-	var std jwt.Claims
-	var all map[string]any
-	if err := tok.Claims(keys, &std, &all); err != nil {
-		return nil, fmt.Errorf("signature: %w", err)
-	}
-	now := v.now()
-	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: v.audience, Time: now}, 5*time.Second); err != nil {
-		return nil, fmt.Errorf("claims: %w", err)
-	}
-	claims, err := json.MarshalIndent(all, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	h := tok.Headers[0]
-	return &verified{alg: h.Algorithm, kid: h.KeyID, jwksURI: disc.JWKSURI, audience: std.Audience,
-		expiresIn: std.Expiry.Time().Sub(now), claims: string(claims)}, nil
-}
-
-// getJSON fetches url and decodes its JSON body into dst.
-func (v *demoVerifier) getJSON(ctx context.Context, url string, dst any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	res, err := v.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("fetch %s: %w", url, err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("fetch %s: %w", url, err)
-	}
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetch %s: %s", url, res.Status)
-	}
-	if err := json.NewDecoder(bytes.NewReader(body)).Decode(dst); err != nil {
-		return fmt.Errorf("decode %s: %w", url, err)
-	}
-	return nil
 }
