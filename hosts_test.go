@@ -2,6 +2,8 @@ package stsauth
 
 import (
 	"encoding/binary"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -346,4 +348,19 @@ func TestParseHostPort(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want, "ParseHostPort(%q)", tc.in)
 		}
 	}
+}
+
+// TestHostChecksDoNotAllocate holds the per-request host checks of
+// Transport.RoundTrip at zero allocations.
+func TestHostChecksDoNotAllocate(t *testing.T) {
+	tr := &Transport{RequireTLS: true}
+	req := httptest.NewRequest(http.MethodGet, "https://api.example.com/v1/things", nil)
+	for _, h := range []string{"api.example.com", "API.Example.COM.", "10.0.0.7", "2852039166", "0xa9fea9fe", "fd00:ec2::254", "instance-data.ec2.internal", "1e100.net"} {
+		assert.Zero(t, testing.AllocsPerRun(100, func() { IsMetadataHost(h); IsLoopbackHost(h) }), h)
+	}
+	assert.Zero(t, testing.AllocsPerRun(100, func() {
+		if _, err := tr.hostAllowed(req); err != nil {
+			t.Fatal(err)
+		}
+	}))
 }
