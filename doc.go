@@ -38,8 +38,13 @@
 //
 // A [Token] never prints, logs or marshals its JWT. Errors never hold one.
 // [Transport] refuses to send tokens to link-local and instance-metadata
-// addresses, to hosts outside its [AllowedHosts], and across redirects to
-// other hosts.
+// addresses ([IsMetadataHost], and again after name resolution with
+// [GuardDialControl]), to hosts outside its [AllowedHosts], across redirects
+// that leave the original origin (scheme, host and port) or go from https to
+// http, over plain http to non-loopback hosts when [Transport.RequireTLS] is
+// set, and over plain http through a forward proxy ([GuardProxy]). A nil
+// Transport.Base is a guarded clone of [net/http.DefaultTransport]
+// ([NewGuardedTransport]).
 //
 // [TokenSource], [Transport] and [AllowedHosts] are safe for concurrent use by
 // multiple goroutines.

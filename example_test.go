@@ -2,12 +2,16 @@ package stsauth_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/stsauth/stsauth"
 	"github.com/stsauth/stsauth/ststest"
@@ -31,8 +35,9 @@ func get(client *http.Client, url string) string {
 	return string(body)
 }
 
-// Wrap http.DefaultTransport so that every request carries a token for one
-// audience. The token is fetched once and served from the cache afterwards.
+// Send requests with a token for one audience through a guarded clone of
+// http.DefaultTransport (a nil Base means a shared one). The token is
+// fetched once and served from the cache afterwards.
 func ExampleTransport() {
 	sts := ststest.NewServer() // in production: sts.NewFromConfig(cfg)
 	defer sts.Close()
@@ -47,7 +52,7 @@ func ExampleTransport() {
 	client := &http.Client{Transport: &stsauth.Transport{
 		Source:   src,
 		Audience: stsauth.StaticAudience("https://api.example.com"),
-		Base:     http.DefaultTransport,
+		Base:     stsauth.NewGuardedTransport(),
 	}}
 
 	for range 3 {
@@ -164,4 +169,29 @@ func ExampleNewClient() {
 	// STS calls before the first request: 0
 	// scheme=Bearer
 	// STS calls after: 1
+}
+
+// Give a base transport of your own the guards a nil Base has: a dialer that
+// refuses link-local and instance-metadata addresses once names are
+// resolved, and a forward proxy that never carries plain http.
+func ExampleGuardDialControl() {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: stsauth.GuardDialControl}
+	base := &http.Transport{
+		DialContext: dialer.DialContext,
+		Proxy:       stsauth.GuardProxy(http.ProxyFromEnvironment),
+	}
+	defer base.CloseIdleConnections()
+
+	// Whatever name resolves to 169.254.169.254, the connection is refused
+	// before a packet is sent.
+	_, err := base.DialContext(context.Background(), "tcp", "169.254.169.254:80")
+	fmt.Println("refused:", errors.Is(err, stsauth.ErrHostNotAllowed))
+
+	// A plain http request through a forward proxy is refused, too.
+	viaProxy := stsauth.GuardProxy(http.ProxyURL(&url.URL{Scheme: "http", Host: "proxy.internal:3128"}))
+	_, err = viaProxy(httptest.NewRequest(http.MethodGet, "http://api.example.com/", nil))
+	fmt.Println("clear text refused:", errors.Is(err, stsauth.ErrCleartext))
+	// Output:
+	// refused: true
+	// clear text refused: true
 }
