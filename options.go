@@ -62,6 +62,7 @@ type config struct {
 	meterProvider metric.MeterProvider
 	logger        *slog.Logger
 	credentials   aws.CredentialsProvider
+	maxFetches    int
 }
 
 func defaultConfig() config {
@@ -71,6 +72,7 @@ func defaultConfig() config {
 		skew:         DefaultRefreshSkew,
 		cacheSize:    DefaultCacheSize,
 		fetchTimeout: DefaultFetchTimeout,
+		maxFetches:   DefaultMaxConcurrentFetches,
 	}
 }
 
@@ -141,6 +143,15 @@ func WithCredentials(p aws.CredentialsProvider) Option {
 	return func(c *config) { c.credentials = p }
 }
 
+// WithMaxConcurrentFetches bounds how many STS calls the source makes at
+// once, across all audience sets, from 1 to [MaxMaxConcurrentFetches]; the
+// default is [DefaultMaxConcurrentFetches]. A caller whose audience set needs
+// a fetch while every slot is taken waits for one, bounded by its context;
+// background refreshes never wait, they are retried when a slot frees.
+func WithMaxConcurrentFetches(n int) Option {
+	return func(c *config) { c.maxFetches = n }
+}
+
 // validate checks c against STS's ranges and fills dependent defaults.
 func (c *config) validate() error {
 	if c.algorithm != RS256 && c.algorithm != ES384 {
@@ -171,6 +182,9 @@ func (c *config) validate() error {
 	}
 	if c.fetchTimeout <= 0 {
 		return fmt.Errorf("stsauth: %w: fetch timeout %v, want more than 0", ErrInvalidOption, c.fetchTimeout)
+	}
+	if c.maxFetches < 1 || c.maxFetches > MaxMaxConcurrentFetches {
+		return fmt.Errorf("stsauth: %w: max concurrent fetches %d, want 1 to %d", ErrInvalidOption, c.maxFetches, MaxMaxConcurrentFetches)
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)

@@ -95,7 +95,7 @@ func (ts *TokenSource) scan(now time.Time, refresh bool) time.Time {
 			continue // no token, or expired: the next request fetches
 		}
 		due := c.refreshAt
-		if r := e.retryAt.Load(); r > due.UnixNano() {
+		if r := max(e.retryAt.Load(), ts.backoff.retryAt.Load()); r > due.UnixNano() {
 			due = time.Unix(0, r)
 		}
 		switch {

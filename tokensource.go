@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"golang.org/x/sync/singleflight"
 )
 
 // GetWebIdentityTokenAPIClient is the one STS method a [TokenSource] uses.
@@ -187,7 +186,6 @@ type TokenSource struct {
 	metrics   *metrics
 	lifecycle *lifecycleMetrics
 	cache     cache
-	group     singleflight.Group
 
 	// now, timerAt and jitter are time and randomness; tests in this
 	// package replace them before the first call. timerAt returns a channel
@@ -210,6 +208,9 @@ type TokenSource struct {
 	schedDone    chan struct{} // closed when the scheduler goroutine ends
 
 	escalationLogged atomic.Bool // SessionDurationEscalationException logged once
+
+	slots   chan struct{} // one value per STS call in flight
+	backoff sourceBackoff // after failures every audience set shares
 
 	closed  atomic.Bool
 	closeMu sync.Mutex // guards wg.Add against Close's wg.Wait
@@ -246,6 +247,7 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 		now:       time.Now,
 		timerAt:   realTimerAt,
 		wake:      make(chan struct{}, 1),
+		slots:     make(chan struct{}, cfg.maxFetches),
 		schedDone: make(chan struct{}),
 		jitter: func(max time.Duration) time.Duration {
 			if max <= 0 {
@@ -283,8 +285,9 @@ type entry struct {
 	// invalidated is set by Invalidate; the next token fetched is a
 	// replacement.
 	invalidated atomic.Bool
-	// refreshing is true while a background refresh for this entry runs;
-	// it makes "exactly one refresh" a CompareAndSwap.
+	// refreshing is true while a fetch for this entry is planned or runs
+	// (flight is set), so that hits in the refresh window check it without
+	// taking mu.
 	refreshing atomic.Bool
 
 	// retryAt is when the backoff after the last failed fetch ends, in
@@ -292,9 +295,10 @@ type entry struct {
 	// refresh window checks it without taking mu.
 	retryAt atomic.Int64
 
-	mu       sync.Mutex // guards failures and lastErr
+	mu       sync.Mutex // guards failures, lastErr and flight
 	failures int
-	lastErr  error // the last fetch error, while failures > 0
+	lastErr  error   // the last fetch error, while failures > 0
+	flight   *flight // the fetch planned or running, shared by its waiters
 }
 
 // cached is one token and the moments that govern it, immutable once stored.
@@ -370,64 +374,6 @@ func (ts *TokenSource) newEntry(aud Audience) *entry {
 	return &entry{aud: aud, attrs: ts.metrics.attrsFor(aud)}
 }
 
-// fetchWait gets a fresh token for e, sharing one STS call among concurrent
-// callers, unless the last failure's backoff is still running.
-func (ts *TokenSource) fetchWait(ctx context.Context, e *entry) (Token, error) {
-	e.mu.Lock()
-	if e.lastErr != nil && ts.now().UnixNano() < e.retryAt.Load() {
-		err := e.lastErr
-		e.mu.Unlock()
-		return Token{}, &TokenError{Audience: e.aud, Err: err}
-	}
-	e.mu.Unlock()
-
-	ch := ts.group.DoChan(e.aud.key, func() (any, error) {
-		// A caller that found no token may reach here just after the
-		// fetch it missed has finished: serve that fetch's token.
-		if c := e.state.Load(); c != nil && ts.now().Before(c.refreshAt) {
-			return c, nil
-		}
-		return ts.fetch(context.WithoutCancel(ctx), e)
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return Token{}, &TokenError{Audience: e.aud, Err: r.Err}
-		}
-		c := r.Val.(*cached)
-		e.storeNewer(c)
-		return c.tok, nil
-	case <-ctx.Done():
-		return Token{}, &TokenError{Audience: e.aud, Err: ctx.Err()}
-	}
-}
-
-// refreshAhead starts the background refresh of e unless one is running or
-// the backoff after a failed one has not run out.
-func (ts *TokenSource) refreshAhead(e *entry, now time.Time, trigger refreshTrigger) {
-	if e.refreshing.Load() {
-		return
-	}
-	if now.UnixNano() < e.retryAt.Load() || !e.refreshing.CompareAndSwap(false, true) {
-		return
-	}
-	ok := ts.goTracked(func() {
-		defer ts.poke()
-		defer e.refreshing.Store(false)
-		v, err, _ := ts.group.Do(e.aud.key, func() (any, error) {
-			return ts.fetch(ts.stop, e)
-		})
-		if err != nil {
-			ts.metrics.refreshFailures.Add(ts.stop, 1, e.attrs.add...)
-			return
-		}
-		e.storeNewer(v.(*cached))
-	})
-	if !ok {
-		e.refreshing.Store(false)
-	}
-}
-
 // goTracked runs f in a goroutine that Close waits for. It reports false,
 // running nothing, once Close has begun.
 func (ts *TokenSource) goTracked(f func()) bool {
@@ -451,17 +397,11 @@ func (ts *TokenSource) goTracked(f func()) bool {
 // values such as trace context; its cancellation is ignored, because the
 // result is shared by callers that may still be waiting. The call has its own
 // timeout and ends early only when the source is closed.
-func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) {
-	ts.closeMu.Lock()
+func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTrigger) (*cached, error) {
+	// fetch runs in a goroutine of goTracked, which Close waits for.
 	if ts.closed.Load() {
-		ts.closeMu.Unlock()
 		return nil, ErrClosed
 	}
-	ts.wg.Add(1)
-	ts.tracked.Add(1)
-	ts.closeMu.Unlock()
-	defer ts.wg.Done()
-	defer ts.tracked.Add(-1)
 
 	ctx, cancel := context.WithTimeout(parent, ts.cfg.fetchTimeout)
 	defer cancel()
@@ -492,10 +432,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry) (*cached, error) 
 
 	c := ts.newCached(e.aud, *out.WebIdentityToken, start, lifetime, now)
 	c.replacement = e.invalidated.Swap(false)
-	e.mu.Lock()
-	e.failures, e.lastErr = 0, nil
-	e.retryAt.Store(0)
-	e.mu.Unlock()
+	ts.recordSuccess(e)
 	e.state.Store(c)
 	ts.startScheduler()
 	ts.poke()
@@ -526,27 +463,6 @@ func (ts *TokenSource) newCached(aud Audience, jwt string, start time.Time, life
 		c.refreshAt = c.expireAt
 	}
 	return c
-}
-
-// recordFailure counts a failed fetch for e and sets when the next may run:
-// full jitter over an exponentially growing window.
-func (ts *TokenSource) recordFailure(e *entry, now time.Time, err error) {
-	e.mu.Lock()
-	e.failures++
-	window := backoffMax
-	if e.failures <= 16 {
-		window = min(backoffMax, backoffBase<<(e.failures-1))
-	}
-	e.retryAt.Store(now.Add(max(backoffMin, ts.jitter(window))).UnixNano())
-	e.lastErr = err
-	failures := e.failures
-	e.mu.Unlock()
-	// The SDK's error names the operation and the STS error code and
-	// message; it never holds a token, which only a success carries.
-	ts.cfg.logger.Warn("stsauth: web identity token fetch failed",
-		slog.String("audience", e.aud.String()),
-		slog.Int("consecutive_failures", failures),
-		slog.Any("error", err))
 }
 
 // Close stops background refreshes and cancels fetches in flight, then waits

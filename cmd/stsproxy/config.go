@@ -87,6 +87,7 @@ var flagSpecs = []flagSpec{
 	{name: "token-tag", kind: kindList, usage: "session tag key=value added to every token (repeatable; env TOKEN_TAGS is a comma list)"},
 	{name: "token-fetch-timeout", def: stsauth.DefaultFetchTimeout.String(), usage: "the longest a request waits for a token from STS, retries included, more than 0"},
 	{name: "token-cache-size", def: strconv.Itoa(stsauth.DefaultCacheSize), usage: "how many audience sets to cache tokens for, at least 1"},
+	{name: "token-fetch-concurrency", def: strconv.Itoa(stsauth.DefaultMaxConcurrentFetches), usage: "most STS calls in flight at once, across audience sets, 1 to " + strconv.Itoa(stsauth.MaxMaxConcurrentFetches)},
 	{name: "log-level", def: "info", usage: "log level: debug, info, warn or error (any case)"},
 	{name: "log-format", def: "json", usage: "log format: json or text (any case)"},
 	{name: "access-log", kind: kindBool, def: "true", usage: "log one info record per request"},
@@ -161,6 +162,7 @@ type config struct {
 	tags         map[string]string
 	fetchTimeout time.Duration // bounds how long a request waits for a token
 	cacheSize    int
+	maxFetches   int // STS calls in flight at once
 
 	logLevel  slog.Level
 	logFormat string
@@ -494,6 +496,11 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	s, v = get("token-cache-size")
 	if c.cacheSize, err = strconv.Atoi(v); err != nil || c.cacheSize < 1 {
 		return nil, invalid(s, v, "want an integer of at least 1")
+	}
+
+	s, v = get("token-fetch-concurrency")
+	if c.maxFetches, err = strconv.Atoi(v); err != nil || c.maxFetches < 1 || c.maxFetches > stsauth.MaxMaxConcurrentFetches {
+		return nil, invalid(s, v, "want an integer from 1 to %d", stsauth.MaxMaxConcurrentFetches)
 	}
 
 	s, v = get("log-level")

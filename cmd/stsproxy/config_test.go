@@ -50,6 +50,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	assert.Nil(t, c.allowed)
 	assert.Empty(t, c.tags)
 	assert.Equal(t, 1024, c.cacheSize)
+	assert.Equal(t, 32, c.maxFetches)
 	assert.Equal(t, 15*time.Second, c.shutdownTimeout)
 	assert.False(t, c.localSTS)
 	assert.False(t, c.version)
@@ -150,6 +151,8 @@ func TestParseConfigValid(t *testing.T) {
 				assert.Equal(t, time.Millisecond, c.shutdownTimeout)
 				assert.Equal(t, 2*time.Second, c.upstreamTimeout)
 			}},
+		{"fetch concurrency", nil, map[string]string{"TOKEN_FETCH_CONCURRENCY": "1024"},
+			func(t *testing.T, c *config) { assert.Equal(t, 1024, c.maxFetches) }},
 		{"ipv6 pinned host", []string{"--upstream-host", "[2001:db8::1]:443"}, nil,
 			func(t *testing.T, c *config) { assert.Equal(t, "[2001:db8::1]:443", c.upstreamHost) }},
 		{"VERSION env ignored", nil, map[string]string{"VERSION": "1.2.3"},
@@ -209,6 +212,8 @@ func TestParseConfigInvalid(t *testing.T) {
 		{"tag long value", []string{"--token-tag", "a=" + strings.Repeat("v", 257)}, nil, `want a value of at most 256 characters`},
 		{"cache size", []string{"--token-cache-size", "0"}, nil, `invalid --token-cache-size/TOKEN_CACHE_SIZE "0": want an integer of at least 1`},
 		{"cache size junk", nil, map[string]string{"TOKEN_CACHE_SIZE": "many"}, `invalid --token-cache-size/TOKEN_CACHE_SIZE "many": want an integer of at least 1`},
+		{"fetch concurrency zero", []string{"--token-fetch-concurrency", "0"}, nil, `invalid --token-fetch-concurrency/TOKEN_FETCH_CONCURRENCY "0": want an integer from 1 to 1024`},
+		{"fetch concurrency too many", nil, map[string]string{"TOKEN_FETCH_CONCURRENCY": "1025"}, `invalid --token-fetch-concurrency/TOKEN_FETCH_CONCURRENCY "1025": want an integer from 1 to 1024`},
 		{"log level", []string{"--log-level", "trace"}, nil, `invalid --log-level/LOG_LEVEL "trace": want debug, info, warn or error`},
 		{"log format", nil, map[string]string{"LOG_FORMAT": "xml"}, `invalid --log-format/LOG_FORMAT "xml": want json or text`},
 		{"tls cert only", []string{"--tls-cert", "c.pem"}, nil, `invalid --tls-key/TLS_KEY "": want a key file, since --tls-cert/TLS_CERT is set`},

@@ -163,6 +163,7 @@ func newTokenSource(cfg *config, client stsauth.GetWebIdentityTokenAPIClient, mp
 		stsauth.WithRefreshSkew(cfg.refreshSkew),
 		stsauth.WithTags(cfg.tags),
 		stsauth.WithCacheSize(cfg.cacheSize),
+		stsauth.WithMaxConcurrentFetches(cfg.maxFetches),
 		stsauth.WithMeterProvider(mp),
 		stsauth.WithLogger(log),
 		stsauth.WithFetchTimeout(cfg.fetchTimeout),

@@ -1,0 +1,134 @@
+package stsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/smithy-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func distinctAudience(i int) Audience { return MustAudience(fmt.Sprintf("https://h%d.example.com", i)) }
+
+func TestFetchesInFlightAreBounded(t *testing.T) {
+	ts, fake, _ := newTestSource(t, WithMaxConcurrentFetches(4))
+	gate := make(chan struct{})
+	started := make(chan struct{}, 100)
+	fake.set(func(f *fakeSTS) { f.gate, f.started = gate, started })
+
+	// 40 callers of 40 sets, each willing to wait until released.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := ts.Token(ctx, distinctAudience(i))
+			errs <- err
+		}()
+	}
+	for range 4 {
+		<-started
+	}
+	// Callers beyond the bound wait in their own goroutines: no fetch
+	// goroutine is started for them, and STS sees 4 calls.
+	assert.EqualValues(t, 4, ts.tracked.Load())
+	assert.Equal(t, 4, fake.Calls())
+
+	// A caller whose context ends while it waits for a slot gives up then.
+	short, cancelShort := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancelShort()
+	_, err := ts.Token(short, distinctAudience(1000))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, 4, fake.Calls())
+
+	close(gate)
+	wg.Wait()
+	cancel()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 40, fake.Calls(), "one call per set")
+}
+
+func TestCallersOfOneSetShareAFlightWaitingForASlot(t *testing.T) {
+	ts, fake, _ := newTestSource(t, WithMaxConcurrentFetches(1))
+	gate := make(chan struct{})
+	started := make(chan struct{}, 10)
+	fake.set(func(f *fakeSTS) { f.gate, f.started = gate, started })
+	go func() { _, _ = ts.Token(context.Background(), distinctAudience(0)) }()
+	<-started // the only slot is taken
+
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := ts.Token(context.Background(), apiAudience)
+			assert.NoError(t, err)
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	assert.Equal(t, 2, fake.Calls(), "ten callers of one set, one call")
+}
+
+func TestSourceWideFailuresBackOffEverySet(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		wide bool
+	}{
+		{"Throttling", &smithy.GenericAPIError{Code: "Throttling"}, true},
+		{"InvalidClientTokenId", &smithy.GenericAPIError{Code: "InvalidClientTokenId"}, true},
+		{"ExpiredToken", &smithy.GenericAPIError{Code: "ExpiredToken"}, true},
+		{"SignatureDoesNotMatch", &smithy.GenericAPIError{Code: "SignatureDoesNotMatch"}, true},
+		{"federation disabled", &smithy.GenericAPIError{Code: "OutboundWebIdentityFederationDisabledException"}, true},
+		{"network", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}, true},
+		{"timeout", context.DeadlineExceeded, true},
+		{"credentials expiring", fmt.Errorf("%w: soon", ErrCredentialsExpiring), true},
+		{"AccessDenied is about the set", &smithy.GenericAPIError{Code: "AccessDenied"}, false},
+		{"ValidationError is about the set", &smithy.GenericAPIError{Code: "ValidationError"}, false},
+		{"a bad token is about the call", errNotCompactJWS, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts, fake, clock := newTestSource(t)
+			fake.set(func(f *fakeSTS) { f.fail = tc.err })
+			ctx := context.Background()
+			for i := range 100 {
+				_, err := ts.Token(ctx, distinctAudience(i))
+				require.ErrorIs(t, err, tc.err)
+			}
+			if !tc.wide {
+				assert.Equal(t, 100, fake.Calls(), "a failure about one set backs off that set only")
+				return
+			}
+			assert.Equal(t, 1, fake.Calls(), "one STS call, not one per set")
+
+			// When the backoff ends (1 s with the test's jitter) one probe
+			// goes through; the others fail fast until it succeeds.
+			clock.Advance(time.Second)
+			for i := range 100 {
+				_, err := ts.Token(ctx, distinctAudience(1000+i))
+				require.Error(t, err)
+			}
+			assert.Equal(t, 2, fake.Calls())
+
+			fake.set(func(f *fakeSTS) { f.fail = nil })
+			clock.Advance(2 * time.Second)
+			for i := range 10 {
+				_, err := ts.Token(ctx, distinctAudience(2000+i))
+				require.NoError(t, err)
+			}
+			assert.Equal(t, 12, fake.Calls(), "after a success every set fetches again")
+		})
+	}
+}
