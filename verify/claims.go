@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // AWSNamespace is the claim under which AWS STS nests its own claims: an
@@ -195,8 +197,13 @@ const maxNumericDate = 253402300799
 
 // UnmarshalJSON accepts a JSON number between 0 and year 9999.
 func (d *numericDate) UnmarshalJSON(b []byte) error {
-	var f float64
-	if err := json.Unmarshal(b, &f); err != nil {
+	// b is one valid JSON value (the decoder checked): a number starts with
+	// a digit or a minus sign.
+	if len(b) == 0 || (b[0] != '-' && (b[0] < '0' || b[0] > '9')) {
+		return errors.New("NumericDate is not a number")
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		return errors.New("NumericDate is not a number")
 	}
 	if f < 0 || f > maxNumericDate || math.IsNaN(f) {
@@ -212,7 +219,10 @@ type stringList []string
 
 // UnmarshalJSON accepts a string or an array of strings; null is empty.
 func (l *stringList) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
+	if s, ok := plainString(b); ok {
+		*l = stringList{s}
+		return nil
+	}
 	if len(b) > 0 && b[0] == '"' {
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
@@ -236,6 +246,10 @@ type lenientString string
 
 // UnmarshalJSON accepts any JSON value.
 func (s *lenientString) UnmarshalJSON(b []byte) error {
+	if v, ok := plainString(b); ok {
+		*s = lenientString(v)
+		return nil
+	}
 	var v string
 	if err := json.Unmarshal(b, &v); err == nil {
 		*s = lenientString(v)
@@ -273,4 +287,20 @@ func (m *tagMap) UnmarshalJSON(b []byte) error {
 	}
 	*m = out
 	return nil
+}
+
+// plainString returns the value of b, one valid JSON value, if it is a
+// string with no escapes: the common case, decoded without the reflection
+// of [json.Unmarshal]. Other strings are left to it.
+func plainString(b []byte) (string, bool) {
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return "", false
+	}
+	in := b[1 : len(b)-1]
+	for _, c := range in {
+		if c == '\\' || c == '"' || c < 0x20 || c >= utf8.RuneSelf {
+			return "", false
+		}
+	}
+	return string(in), true
 }

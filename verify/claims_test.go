@@ -57,3 +57,28 @@ func TestDecodeClaimsShapes(t *testing.T) {
 		assert.Equal(t, tc.ok, err == nil, "%s: decodeClaims(%s) = %v", tc.name, tc.json, err)
 	}
 }
+
+func TestPlainString(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{`"abc"`, "abc", true},
+		{`""`, "", true},
+		{`"a\"b"`, "", false},
+		{`"a\u0041"`, "", false},
+		{`"é"`, "", false},
+		{`1`, "", false},
+		{`"`, "", false},
+	} {
+		got, ok := plainString([]byte(tc.in))
+		assert.Equal(t, tc.ok, ok, "plainString(%s)", tc.in)
+		assert.Equal(t, tc.want, got, "plainString(%s)", tc.in)
+	}
+	// Escaped and non-ASCII strings still decode, by the slow path.
+	var s lenientString
+	require.NoError(t, s.UnmarshalJSON([]byte(`"a\"é"`)))
+	assert.Equal(t, lenientString(`a"é`), s)
+}

@@ -1,0 +1,7 @@
+// Package verifybench compares package verify with go-oidc's
+// IDTokenVerifier on the same ststest tokens, warm keys, side by side in one
+// run. It is its own module so that go-oidc never becomes a dependency of
+// stsauth:
+//
+//	cd hack/verifybench && go test -run '^$' -bench . -benchmem -count 5
+package verifybench
