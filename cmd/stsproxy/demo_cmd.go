@@ -198,7 +198,7 @@ func runDemoRequest(ctx context.Context, args []string, getenv func(string) stri
 	if err := waitListening(ctx, cfg.listenAddr, func() {
 		fmt.Fprintf(stderr, "stsproxy: demo request: waiting up to %v for the demo on %s (start it with: stsproxy demo)\n", demoWait, cfg.listenAddr)
 	}); err != nil {
-		fmt.Fprintf(stderr, "stsproxy: demo request: no demo listening on %s after %v: start one with: stsproxy demo\n", cfg.listenAddr, demoWait)
+		fmt.Fprintf(stderr, "stsproxy: demo request: no demo listening on %s: start one with: stsproxy demo\n", cfg.listenAddr)
 		return 1
 	}
 	client := &http.Client{Transport: &http.Transport{}}

@@ -98,7 +98,7 @@ func requireNothingLeft(t *testing.T, pgid int, addrs ...string) {
 	deadline := time.Now().Add(waitTimeout)
 	for syscall.Kill(-pgid, 0) == nil {
 		if time.Now().After(deadline) {
-			out, _ := exec.Command("ps", "-o", "pid,pgid,args", "-g", "").CombinedOutput()
+			out, _ := exec.Command("ps", "-eo", "pid,pgid,args").CombinedOutput()
 			t.Fatalf("processes of group %d are left behind:\n%s", pgid, out)
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline
@@ -288,4 +288,35 @@ func TestREADMELibrarySnippetBuilds(t *testing.T) {
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "the README's library example does not build:\n%s", out)
+}
+
+// TestDemoPortInUse checks that a demo whose port is taken stops at once,
+// naming the address, instead of leaving the user talking to whatever holds
+// the port.
+func TestDemoPortInUse(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	var stdout, stderr syncBuffer
+	env := envOf(map[string]string{"LISTEN_ADDR": busy.Addr().String(), "METRICS_LISTEN_ADDR": "127.0.0.1:0"})
+	code := run(context.Background(), []string{"demo"}, env, &stdout, &stderr)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr.String(), "listen on --listen-addr")
+	assert.Contains(t, stderr.String(), busy.Addr().String())
+	assert.NotContains(t, stdout.String(), "is ready")
+}
+
+// TestDemoRequestNoDemo checks that "stsproxy demo request" without a demo
+// fails, saying how to start one, once its wait is over.
+func TestDemoRequestNoDemo(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond) // shortens the minute's wait
+	defer cancel()
+	var stdout, stderr syncBuffer
+	code := run(ctx, []string{"demo", "request", "--listen-addr", freeAddr(t)}, envOf(nil), &stdout, &stderr)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr.String(), "waiting up to 1m0s for the demo")
+	assert.Contains(t, stderr.String(), "start one with: stsproxy demo")
+	assert.Empty(t, stdout.String())
 }
