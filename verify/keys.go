@@ -152,8 +152,10 @@ func (v *Verifier) key(ctx context.Context, is *issuer, kid string, now time.Tim
 	if k, ok := is.lookup(kid); ok {
 		return k, nil
 	}
-	if is.keys.Load() == nil {
-		return nil, newError(ErrKeysUnavailable, "fetching keys of "+is.url, call.err)
+	if call.err != nil {
+		// The kid may well be published: it could not be checked. Not
+		// negative-cached, so the next fetch after the cooldown looks again.
+		return nil, newError(ErrKeysUnavailable, fmt.Sprintf("fetching keys of %s for kid %q", is.url, kid), call.err)
 	}
 	is.mu.Lock()
 	if len(is.negative) >= maxNegative {

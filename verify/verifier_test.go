@@ -366,8 +366,19 @@ func TestRotation(t *testing.T) {
 	}
 	assert.Equal(t, 3, s.JWKSCalls(), "one failed background refresh")
 	s.Rotate()
-	_, err = v.Verify(t.Context(), mint(t, s, "RS256", aud))
+	next := mint(t, s, "RS256", aud)
+	_, err = v.Verify(t.Context(), next)
 	assert.ErrorIs(t, err, ErrUnknownKey, "a new kid inside the cooldown fails at once")
+	clock.Advance(DefaultRefetchCooldown)
+	_, err = v.Verify(t.Context(), next)
+	assert.ErrorIs(t, err, ErrKeysUnavailable, "a new kid while the JWKS endpoint is down cannot be checked")
+	assert.Equal(t, 3, s.JWKSCalls(), "after a failure the refetch rediscovers first, and discovery is down too")
+
+	s.Reset() // the JWKS endpoint is back
+	clock.Advance(DefaultRefetchCooldown)
+	_, err = v.Verify(t.Context(), next)
+	assert.NoError(t, err, "a kid a failed fetch could not check is not negative-cached")
+	assert.Equal(t, 4, s.JWKSCalls())
 }
 
 func TestUnknownKidCooldownAndNegativeCache(t *testing.T) {
