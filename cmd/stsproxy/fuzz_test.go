@@ -35,6 +35,7 @@ func FuzzHostHeader(f *testing.F) {
 		"::1", "[::1]x", "[::1]:", "[127.0.0.1]", "[fe80::1%eth0]", "a..b", ".a", "a*b", strings.Repeat("a", 256),
 		"169.254.169.254", "169.254.169.254.", "[fd00:ec2::254]:80", "instance-data.ec2.internal", "[ff02::1]",
 		"localhost:8080", "LOCALHOST.:8080", "0.0.0.0:8080", "[::ffff:127.0.0.1]:8080", "[::ffff:169.254.169.254]",
+		"2852039166", "0xa9fea9fe:80", "0251.0376.0251.0376", "169.254.43518", "[fd00:ec2::23]", "metadata.google.internal",
 	} {
 		f.Add(s, false)
 		f.Add(s, true)
