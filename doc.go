@@ -50,5 +50,7 @@
 // multiple goroutines.
 //
 // Package [github.com/stsauth/stsauth/ststest] is an in-process STS emulator
-// for tests and local development.
+// for tests and local development. Package
+// [github.com/stsauth/stsauth/verify] is the receiving side: it verifies
+// these tokens for the APIs that accept them.
 package stsauth

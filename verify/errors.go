@@ -63,7 +63,11 @@ type Error struct {
 // Error returns "<kind>: <detail>: <cause>", leaving out empty parts.
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString(e.Kind.Error())
+	if e.Kind == nil {
+		b.WriteString("verify: invalid token")
+	} else {
+		b.WriteString(e.Kind.Error())
+	}
 	if e.Detail != "" {
 		b.WriteString(": ")
 		b.WriteString(e.Detail)
@@ -75,12 +79,15 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// Unwrap returns Kind and, when set, Err.
+// Unwrap returns Kind and Err, those that are set.
 func (e *Error) Unwrap() []error {
-	if e.Err == nil {
-		return []error{e.Kind}
+	errs := make([]error, 0, 2)
+	for _, err := range []error{e.Kind, e.Err} {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return []error{e.Kind, e.Err}
+	return errs
 }
 
 // newError returns an *Error.
