@@ -263,7 +263,7 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 		return nil, fmt.Errorf("stsauth: set up metrics: %w", err)
 	}
 	ts.metrics = m
-	if ts.lifecycle, err = newLifecycleMetrics(cfg.meterProvider); err != nil {
+	if ts.lifecycle, err = newLifecycleMetrics(cfg.meterProvider, ts.expiries); err != nil {
 		return nil, fmt.Errorf("stsauth: set up metrics: %w", err)
 	}
 	ts.cache.onEvict = func(e *entry) {
@@ -407,6 +407,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 	defer cancel()
 	defer context.AfterFunc(ts.stop, cancel)()
 
+	ts.lifecycle.recordRefresh(ctx, e.attrs, trigger)
 	start := ts.now()
 	out, requested, err := ts.call(ctx, e)
 	now := ts.now()
@@ -478,5 +479,6 @@ func (ts *TokenSource) Close() error {
 	}
 	ts.wg.Wait()
 	ts.metrics.close()
+	ts.lifecycle.close()
 	return nil
 }

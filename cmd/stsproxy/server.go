@@ -245,7 +245,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		primed.Store(true) // nothing to prefetch: ready once listening
 	}
 	admin := &http.Server{
-		Handler:           adminHandler(cfg, tel.handler, func() bool { return primed.Load() && !draining.Load() }),
+		Handler: adminHandler(cfg, tel.handler, func() bool {
+			// Ready while the static audience's token is served (not in
+			// its hard expiry margin), once it was first fetched.
+			return primed.Load() && !draining.Load() && (cfg.audience.IsZero() || ts.Holds(cfg.audience))
+		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
