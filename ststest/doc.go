@@ -32,9 +32,10 @@
 //     ([Server.AccountID]), source_region ([Server.Region]), principal_id
 //     (the same ARN as sub, as in real tokens), org_id ([Server.OrgID]),
 //     ou_path (an array of path strings, [Server.OUPath]),
-//     identity_store_user_id (only when [Server.IdentityStoreUserID] is set)
-//     and, only when the request has tags, request_tags, a map of tag key to
-//     value.
+//     identity_store_user_id (only when [Server.IdentityStoreUserID] is set),
+//     original_session_exp (the session's expiry in RFC 3339, only when
+//     [Server.SetSessionExpiry] set one) and, only when the request has tags,
+//     request_tags, a map of tag key to value.
 //
 // There is no nbf claim, as in real tokens. Every value has a default, so
 // [NewServer] mints real-shaped tokens; set the fields on a server from
@@ -44,6 +45,11 @@
 // [Server.SetLatency], [Server.Hold] and [Server.SetTokenLifetime], and are
 // cleared with [Server.Reset]. [Server.Calls] and [Server.CallsFor] report how
 // many GetWebIdentityToken requests arrived.
+//
+// For verifiers: the JWKS has AWS's shape (key IDs RSA_<n> and EC384_<n>, no
+// alg on the RSA key); [Server.Rotate] switches to new keys while keeping the
+// previous ones published, [Server.SetJWKSStatus] takes discovery and the
+// JWKS offline, and [Server.JWKSCalls] counts key fetches.
 //
 // Like [net/http/httptest], the package takes no [testing.TB]: it works in
 // runnable examples and in development binaries. Setup failures panic with a

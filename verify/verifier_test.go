@@ -37,6 +37,8 @@ func TestVerifyEmulatorTokens(t *testing.T) {
 		s.PrincipalARN = principal
 		s.IdentityStoreUserID = "90676b1a-0031-70a4-4b1a-1f1c2b3d4e5f"
 	})
+	session := clock.Now().Add(2 * time.Hour)
+	s.SetSessionExpiry(session)
 	v := newTestVerifier(t, clock, Config{
 		Issuers:   []Issuer{{URL: s.URL, Account: "111122223333"}},
 		Audiences: []string{"https://other.example.com", aud},
@@ -59,6 +61,7 @@ func TestVerifyEmulatorTokens(t *testing.T) {
 				OUPath:              []string{"o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/"},
 				PrincipalID:         principal,
 				IdentityStoreUserID: "90676b1a-0031-70a4-4b1a-1f1c2b3d4e5f",
+				OriginalSessionExp:  session.UTC(),
 			}, c.AWS)
 			var raw map[string]any
 			require.NoError(t, c.Unmarshal(&raw))
