@@ -220,6 +220,33 @@ func TestImage(t *testing.T) {
 		assert.Contains(t, stages[0].all("FROM")[0], "--platform=$BUILDPLATFORM", "the build stage cross-compiles instead of emulating")
 	})
 
+	t.Run("docker build context holds every package the binary needs", func(t *testing.T) {
+		ignore, err := os.ReadFile(filepath.Join(repoRoot, ".dockerignore"))
+		require.NoError(t, err)
+		b, err := buildCommand(stages)
+		require.NoError(t, err)
+		cmd := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", b.pkg)
+		cmd.Dir = repoRoot
+		out, err := cmd.Output()
+		require.NoError(t, err)
+		root, err := filepath.Abs(repoRoot)
+		require.NoError(t, err)
+		for dir := range strings.Lines(string(out)) {
+			rel, err := filepath.Rel(root, strings.TrimSpace(dir))
+			if err != nil || strings.HasPrefix(rel, "..") {
+				continue // a module from the module cache
+			}
+			for pat := range strings.Lines(string(ignore)) {
+				pat = strings.TrimSpace(pat)
+				if pat == "" || strings.HasPrefix(pat, "#") || strings.Contains(pat, "*") {
+					continue
+				}
+				assert.False(t, rel == pat || strings.HasPrefix(rel, pat+string(filepath.Separator)),
+					"package %s is excluded from the docker build by .dockerignore's %q", rel, pat)
+			}
+		}
+	})
+
 	layoutDir := filepath.Join(t.TempDir(), "oci")
 	lp, err := layout.Write(layoutDir, empty.Index)
 	require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -304,6 +305,10 @@ func TestKustomizations(t *testing.T) {
 
 				c, sidecar, ok := stsproxyContainer(t, spec)
 				require.True(t, ok, "%s has an stsproxy container", d.Name)
+				if strings.Contains(filepath.ToSlash(dir), "/examples/") {
+					_, tag, tagged := strings.Cut(c.Image, ":")
+					assert.True(t, tagged && tag != "latest", "an example pins the image to a version, got %q", c.Image)
+				}
 				validateWithBinary(t, bin, c)
 				flags := pf.effective(t, c)
 				checkProbes(t, c, flags)
