@@ -118,8 +118,15 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	}
 
 	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go watchParent(ctx, os.Getppid, demoParentPoll, stop)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchParent(ctx, os.Getppid, demoParentPoll, stop)
+	}()
+	defer func() {
+		stop()
+		<-watched
+	}()
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("stsproxy demo failed", "error", err.Error())
 		return 1
