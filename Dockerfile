@@ -39,5 +39,7 @@ USER 65532:65532
 # 8080: the proxy (--listen-addr); 9090: /healthz, /readyz and /metrics
 # (--metrics-listen-addr).
 EXPOSE 8080 9090
+# The check sees the container's environment, not the proxy's arguments: move
+# the admin listener with METRICS_LISTEN_ADDR rather than --metrics-listen-addr.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 CMD ["/usr/local/bin/stsproxy", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/stsproxy"]
