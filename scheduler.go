@@ -55,6 +55,10 @@ func (ts *TokenSource) schedule() {
 	for {
 		seen := ts.pokes.Load()
 		next := ts.scan(ts.now(), fired)
+		if !next.IsZero() && !next.After(ts.now()) {
+			fired = true // something is due already: scan again to start it
+			continue
+		}
 		var timer <-chan time.Time
 		stop := func() bool { return false }
 		if !next.IsZero() {

@@ -145,3 +145,27 @@ func TestSchedulerRetriesWithBackoff(t *testing.T) {
 	h.advance(t, 10*time.Minute)
 	assert.Equal(t, 5, h.fake.Calls(), "the new token is not used yet, so not refreshed")
 }
+
+func TestFirstRefreshIsSpreadOverTheLifetime(t *testing.T) {
+	ts, fake, clock := newTestSource(t, WithDuration(time.Hour), WithRefreshSkew(5*time.Minute))
+	var spreads []time.Duration
+	ts.spread = func(max time.Duration) time.Duration {
+		spreads = append(spreads, max)
+		return max / 2
+	}
+	ctx := context.Background()
+	start := clock.Now()
+	_, err := ts.Token(ctx, apiAudience)
+	require.NoError(t, err)
+	usual := 54*time.Minute + 30*time.Second // exp less the skew and the largest jitter
+	e := ts.cache.get(apiAudience.key)
+	assert.Equal(t, start.Add(usual/2), e.state.Load().refreshAt, "the first refresh comes half way to the usual moment")
+
+	clock.Advance(usual / 2)
+	_, err = ts.Token(ctx, apiAudience)
+	require.NoError(t, err)
+	settle(ts)
+	require.Equal(t, 2, fake.Calls())
+	assert.Equal(t, clock.Now().Add(usual), e.state.Load().refreshAt, "later refreshes are not spread")
+	assert.Equal(t, []time.Duration{usual}, spreads)
+}

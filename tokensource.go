@@ -193,6 +193,7 @@ type TokenSource struct {
 	now     func() time.Time
 	timerAt func(at time.Time) (<-chan time.Time, func() bool)
 	jitter  func(max time.Duration) time.Duration
+	spread  func(max time.Duration) time.Duration // of first refreshes
 	// onScan, if set by a test, is called by the scheduler after each scan
 	// once its timer is armed; fired tells whether the timer started it.
 	onScan func(fired bool)
@@ -249,12 +250,8 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 		wake:      make(chan struct{}, 1),
 		slots:     make(chan struct{}, cfg.maxFetches),
 		schedDone: make(chan struct{}),
-		jitter: func(max time.Duration) time.Duration {
-			if max <= 0 {
-				return 0
-			}
-			return rand.N(max)
-		},
+		jitter:    uniform,
+		spread:    uniform,
 	}
 	ts.cache.size = cfg.cacheSize
 	ts.stop, ts.cancel = context.WithCancel(context.Background())
@@ -271,6 +268,14 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 		ts.cfg.logger.Debug("stsauth: evicted audience set from token cache", slog.String("audience", e.aud.String()))
 	}
 	return ts, nil
+}
+
+// uniform returns a random duration in [0, max), or 0 if max <= 0.
+func uniform(max time.Duration) time.Duration {
+	if max <= 0 {
+		return 0
+	}
+	return rand.N(max)
 }
 
 // entry is the cache slot of one audience set.
@@ -408,6 +413,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 	defer context.AfterFunc(ts.stop, cancel)()
 
 	ts.lifecycle.recordRefresh(ctx, e.attrs, trigger)
+	first := e.state.Load() == nil
 	start := ts.now()
 	out, requested, err := ts.call(ctx, e)
 	now := ts.now()
@@ -431,7 +437,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 		return nil, err
 	}
 
-	c := ts.newCached(e.aud, *out.WebIdentityToken, start, lifetime, now)
+	c := ts.newCached(e.aud, *out.WebIdentityToken, start, lifetime, now, first)
 	c.replacement = e.invalidated.Swap(false)
 	ts.recordSuccess(e)
 	e.state.Store(c)
@@ -445,7 +451,14 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 // served. Anchoring at the start of the fetch, not at the token's iat, keeps
 // the local clock's offset from STS's out of it, and errs early by the
 // fetch's duration.
-func (ts *TokenSource) newCached(aud Audience, jwt string, start time.Time, lifetime time.Duration, now time.Time) *cached {
+//
+// The first token of an entry (first) is refreshed at a uniformly random
+// moment between now and its usual refresh moment: a fleet of sources
+// started together, or a source that met many audience sets at once, would
+// otherwise refresh every set together, lifetime after lifetime, since each
+// refresh is timed from the one before. Spread once, the refreshes stay
+// spread; it costs at most one extra STS call per set.
+func (ts *TokenSource) newCached(aud Audience, jwt string, start time.Time, lifetime time.Duration, now time.Time, first bool) *cached {
 	exp := start.Add(lifetime)
 	margin := min(expiryMargin, lifetime/4)
 	c := &cached{
@@ -459,6 +472,9 @@ func (ts *TokenSource) newCached(aud Audience, jwt string, start time.Time, life
 		c.refreshAt = now.Add(exp.Sub(now) / 2)
 	} else {
 		c.refreshAt = exp.Add(-skew - ts.jitter(time.Duration(float64(skew)*refreshJitter)))
+		if first && c.refreshAt.After(now) {
+			c.refreshAt = c.refreshAt.Add(-ts.spread(c.refreshAt.Sub(now)))
+		}
 	}
 	if c.refreshAt.After(c.expireAt) {
 		c.refreshAt = c.expireAt

@@ -99,10 +99,13 @@ func (c *fakeClock) TimerAt(at time.Time) (<-chan time.Time, func() bool) {
 	}
 }
 
-// useClock makes ts run on clock.
+// useClock makes ts run on clock, and refresh first tokens at the usual
+// moment rather than spread over their lifetime, so that tests can count
+// refreshes.
 func useClock(ts *TokenSource, clock *fakeClock) {
 	ts.now = clock.Now
 	ts.timerAt = clock.TimerAt
+	ts.spread = func(time.Duration) time.Duration { return 0 }
 }
 
 // fakeSTS is an in-memory GetWebIdentityToken that mints numbered

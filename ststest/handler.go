@@ -211,6 +211,9 @@ func (s *Server) serveSTS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if s.throttled(w) {
+		return
+	}
 	f := s.takeFaults()
 	if err := s.wait(r.Context(), f); err != nil {
 		if errors.Is(err, errClosed) {

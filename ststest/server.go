@@ -114,6 +114,7 @@ type Server struct {
 	calls atomic.Int64 // GetWebIdentityToken requests received
 
 	sessionExpiry atomic.Pointer[time.Time] // SetSessionExpiry; nil: none
+	throttle      throttle                  // SetThrottle
 
 	mu           sync.Mutex     // guards the fields below
 	callsFor     map[string]int // by audienceKey

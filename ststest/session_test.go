@@ -77,3 +77,36 @@ func sessionExpClaim(t *testing.T, token string) string {
 	require.NoError(t, json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &c))
 	return c.AWS.OriginalSessionExp
 }
+
+func TestThrottle(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	s := newTestServer(t, func(s *Server) { s.Now = clock.Now })
+	s.SetThrottle(2, 3)
+	call := func() string {
+		_, err := s.Client(noRetry).GetWebIdentityToken(t.Context(), input("ES384", "https://api.example.com"))
+		if err == nil {
+			return "ok"
+		}
+		var api smithy.APIError
+		require.ErrorAs(t, err, &api)
+		return api.ErrorCode()
+	}
+	var got []string
+	for range 4 {
+		got = append(got, call())
+	}
+	assert.Equal(t, []string{"ok", "ok", "ok", "Throttling"}, got, "a full bucket of 3, then throttled")
+	clock.mu.Lock()
+	clock.t = clock.t.Add(time.Second) // 2 tokens back
+	clock.mu.Unlock()
+	got = nil
+	for range 3 {
+		got = append(got, call())
+	}
+	assert.Equal(t, []string{"ok", "ok", "Throttling"}, got)
+	assert.Equal(t, 2, s.Throttled())
+	assert.Equal(t, 7, s.Calls())
+	s.SetThrottle(0, 0)
+	assert.Equal(t, "ok", call())
+}
