@@ -39,7 +39,8 @@
 // follows no redirect. Cached keys are refreshed in the background after
 // the JWKS response's Cache-Control max-age, kept between 1 minute and 24
 // hours (1 hour without one), with "Cache-Control: no-cache" on the
-// request; if a refresh fails the cached keys stay in use. A token with an
+// request; if a refresh fails the cached keys stay in use and the refresh is
+// retried after [Config.RefetchCooldown]. A token with an
 // unknown kid causes at most one fetch per [Config.RefetchCooldown] (30 s)
 // per issuer; inside the cooldown it fails at once rather than waiting, and
 // a kid that a fetch did not find is refused without another fetch for 5
