@@ -321,7 +321,7 @@ func doctorAudienceSets(cfg *config) ([]stsauth.Audience, string) {
 	var sets []stsauth.Audience
 	seen := map[string]bool{}
 	for _, h := range cfg.allowedHosts {
-		if strings.HasPrefix(h, "*.") {
+		if strings.Contains(h, "*") { // "*.suffix", or "*" for any host
 			continue
 		}
 		a, err := stsauth.OriginAudience(cfg.upstreamScheme, h)

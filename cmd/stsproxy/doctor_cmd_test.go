@@ -140,6 +140,8 @@ func TestDoctor(t *testing.T) {
 			opt: func(o *sts.Options, _ *ststest.Server) { o.HTTPClient = tamperSignature(o.HTTPClient) },
 			want: map[string][2]string{"token claims": {statusPass}, "issuer keys": {statusPass},
 				"token signature": {statusFail, "not signed by a key its issuer publishes"}}},
+		{name: "any host allowed: no audience to test", args: []string{"--allowed-hosts", "*"}, code: 1,
+			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "--token-audience"}}},
 		{name: "no audience to test", code: 1,
 			want: map[string][2]string{"caller identity": {statusPass}, "GetWebIdentityToken": {statusFail, "--token-audience"}}},
 		{name: "exact allowed hosts are tested, wildcards not", args: []string{"--allowed-hosts", "a.example,*.b.example,c.example:8443"}, code: 0,
