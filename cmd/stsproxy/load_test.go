@@ -70,7 +70,7 @@ func TestRunLoadAcrossRefreshAndShutdown(t *testing.T) {
 	addr, metricsAddr, logs, stop := startRun(t,
 		"--token-duration", "60s", "--token-refresh-skew", "58s", "--token-cache-size", "2",
 		"--allowed-hosts", "127.0.0.1,127.0.0.2,127.0.0.3", "--shutdown-timeout", "5s")
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	c := &http.Client{Timeout: waitTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	defer c.CloseIdleConnections()
 
 	const (
@@ -83,6 +83,7 @@ func TestRunLoadAcrossRefreshAndShutdown(t *testing.T) {
 		shutdown bool  // sent after the context was cancelled
 	}
 	var cancelled, finished atomic.Bool
+	var served atomic.Int64 // 200s so far, so the load runs until there are enough
 	results := make([][]outcome, workers)
 	deadline := time.Now().Add(waitTimeout)
 	var wg sync.WaitGroup
@@ -103,6 +104,9 @@ func TestRunLoadAcrossRefreshAndShutdown(t *testing.T) {
 				}
 				_, err = io.Copy(io.Discard, res.Body)
 				res.Body.Close()
+				if err == nil && res.StatusCode == http.StatusOK {
+					served.Add(1)
+				}
 				results[w] = append(results[w], outcome{status: res.StatusCode, err: err, shutdown: shutdown || cancelled.Load()})
 			}
 		})
@@ -110,15 +114,20 @@ func TestRunLoadAcrossRefreshAndShutdown(t *testing.T) {
 
 	// Keep the load up for at least minLoad, past the refresh time of every
 	// token minted at the start (2 s after minting), and until the metrics
-	// show a token served inside its refresh window and an eviction.
-	const minLoad = 2500 * time.Millisecond
+	// show a token served inside its refresh window and an eviction, and
+	// minServed requests got 200: a busy machine makes the load last longer,
+	// it does not fail the test.
+	const (
+		minLoad   = 2500 * time.Millisecond
+		minServed = 100
+	)
 	var stale, evicted float64
 	for start := time.Now(); time.Now().Before(deadline); {
 		status, body := fetch(c, "http://"+metricsAddr+"/metrics")
 		if status == http.StatusOK {
 			stale = metricSum(body, "token_stale_served_count_total")
 			evicted = metricSum(body, "token_cache_eviction_count_total")
-			if stale > 0 && evicted > 0 && time.Since(start) >= minLoad {
+			if stale > 0 && evicted > 0 && time.Since(start) >= minLoad && served.Load() >= minServed {
 				break
 			}
 		}
@@ -152,7 +161,7 @@ func TestRunLoadAcrossRefreshAndShutdown(t *testing.T) {
 	}
 	t.Logf("%d requests: %d OK, %d 502/503 and %d connection errors during shutdown; stale served %v, evictions %v",
 		total, ok, clean, refused, stale, evicted)
-	assert.Greater(t, ok, 100)
+	assert.GreaterOrEqual(t, ok, minServed)
 	assert.NotContains(t, logs.String(), "panic")
 }
 
