@@ -154,10 +154,13 @@ func TestRunInProcess(t *testing.T) {
 		busy, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer busy.Close()
-		addr, metricsAddr, _, stop := startRun(t, "--upstream-host", upHost, "--metrics-listen-addr", busy.Addr().String(), "--metrics-enabled=false")
+		addr, metricsAddr, logs, stop := startRun(t, "--upstream-host", upHost, "--metrics-listen-addr", busy.Addr().String(), "--metrics-enabled=false",
+			"--token-duration", "2m")
 		assert.Empty(t, metricsAddr)
 		status, _ := do("http://"+addr+"/", "", nil)
 		assert.Equal(t, http.StatusOK, status)
+		// The effective skew of a short duration is logged at startup.
+		assert.Contains(t, logs.String(), `"msg":"token settings","duration":"2m0s","refresh_skew":"1m0s"`)
 		assert.Equal(t, 0, stop())
 	})
 	c.CloseIdleConnections()
