@@ -1,20 +1,18 @@
 package ststest
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/sha512"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"strconv"
 	"sync"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // Signing algorithms accepted in the SigningAlgorithm parameter.
@@ -23,18 +21,11 @@ const (
 	algES384 = "ES384"
 )
 
-// es384Size is the size in bytes of each of r and s in an ES384 signature.
-const es384Size = 48
-
 // signingKeys holds the two key pairs a Server signs with in one key
-// generation.
+// generation, as go-jose signers and as the public JWKs it publishes.
 type signingKeys struct {
-	rsa    *rsa.PrivateKey
-	rsaKID string
-	rsaJWK jwk
-	ec     *ecdsa.PrivateKey
-	ecKID  string
-	ecJWK  jwk
+	rs256, es384  jose.Signer
+	rsaJWK, ecJWK jose.JSONWebKey // public halves
 }
 
 // Key generations shared by every Server in the process.
@@ -61,7 +52,8 @@ func keyGeneration(n int) *signingKeys {
 
 // newSigningKeys generates the key pairs of generation n. Their key IDs have
 // the shape of the ones AWS publishes, RSA_<n> and EC384_<n>, and, as AWS
-// publishes it, the RSA key has no alg member.
+// publishes it, the RSA key has no alg member. Signing and the JWK encoding
+// are go-jose's: the emulator hand-writes no JOSE.
 func newSigningKeys(n int) *signingKeys {
 	rk, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -71,33 +63,26 @@ func newSigningKeys(n int) *signingKeys {
 	if err != nil {
 		panic("ststest: generate ECDSA key: " + err.Error())
 	}
-	point, err := ek.PublicKey.Bytes() // 0x04 || X || Y
-	if err != nil || len(point) != 1+2*es384Size {
-		panic(fmt.Sprintf("ststest: encode ECDSA public key: %v", err))
-	}
 	k := &signingKeys{
-		rsa:    rk,
-		rsaKID: "RSA_" + strconv.Itoa(n),
-		ec:     ek,
-		ecKID:  "EC384_" + strconv.Itoa(n),
+		rsaJWK: jose.JSONWebKey{Key: &rk.PublicKey, KeyID: "RSA_" + strconv.Itoa(n), Use: "sig"},
+		ecJWK:  jose.JSONWebKey{Key: &ek.PublicKey, KeyID: "EC384_" + strconv.Itoa(n), Algorithm: algES384, Use: "sig"},
 	}
-	k.rsaJWK = jwk{
-		Kty: "RSA",
-		Kid: k.rsaKID,
-		Use: "sig",
-		N:   b64(rk.N.Bytes()),
-		E:   b64(big.NewInt(int64(rk.E)).Bytes()),
-	}
-	k.ecJWK = jwk{
-		Kty: "EC",
-		Kid: k.ecKID,
-		Alg: algES384,
-		Use: "sig",
-		Crv: "P-384",
-		X:   b64(point[1 : 1+es384Size]),
-		Y:   b64(point[1+es384Size:]),
-	}
+	k.rs256 = newSigner(jose.RS256, rk, k.rsaJWK.KeyID)
+	k.es384 = newSigner(jose.ES384, ek, k.ecJWK.KeyID)
 	return k
+}
+
+// newSigner returns a go-jose signer that puts kid and typ JWT in the
+// header, as STS does.
+func newSigner(alg jose.SignatureAlgorithm, key any, kid string) jose.Signer {
+	s, err := jose.NewSigner(
+		jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
+		(&jose.SignerOptions{}).WithType("JWT"),
+	)
+	if err != nil {
+		panic("ststest: make " + string(alg) + " signer: " + err.Error())
+	}
+	return s
 }
 
 // keySet is what a Server signs with and publishes: the current generation
@@ -112,41 +97,16 @@ type keySet struct {
 // newKeySet returns the key set of generation n.
 func newKeySet(n int) *keySet {
 	cur := keyGeneration(n)
-	keys := []jwk{cur.rsaJWK, cur.ecJWK}
+	keys := []jose.JSONWebKey{cur.rsaJWK, cur.ecJWK}
 	if n > 0 {
 		prev := keyGeneration(n - 1)
 		keys = append(keys, prev.rsaJWK, prev.ecJWK)
 	}
-	doc, err := json.Marshal(struct {
-		Keys []jwk `json:"keys"`
-	}{keys})
+	doc, err := json.Marshal(jose.JSONWebKeySet{Keys: keys})
 	if err != nil {
 		panic("ststest: encode JWKS: " + err.Error())
 	}
 	return &keySet{generation: n, current: cur, jwks: doc}
-}
-
-// jwk is one JSON Web Key (RFC 7517) in the JWKS document.
-type jwk struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg,omitempty"`
-	Use string `json:"use"`
-	N   string `json:"n,omitempty"`
-	E   string `json:"e,omitempty"`
-	Crv string `json:"crv,omitempty"`
-	X   string `json:"x,omitempty"`
-	Y   string `json:"y,omitempty"`
-}
-
-// b64 is unpadded base64url, as JOSE requires.
-func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-
-// jwtHeader is the JOSE header of a minted token.
-type jwtHeader struct {
-	Alg string `json:"alg"`
-	Kid string `json:"kid"`
-	Typ string `json:"typ"`
 }
 
 // claims is the payload of a minted token, modelled on the tokens real STS
@@ -180,43 +140,20 @@ type awsClaims struct {
 
 // sign returns the compact JWS serialization of c signed with alg.
 func (k *signingKeys) sign(alg string, c *claims) (string, error) {
-	h := jwtHeader{Alg: alg, Typ: "JWT"}
+	var signer jose.Signer
 	switch alg {
 	case algRS256:
-		h.Kid = k.rsaKID
+		signer = k.rs256
 	case algES384:
-		h.Kid = k.ecKID
+		signer = k.es384
 	default:
 		return "", fmt.Errorf("ststest: unsupported signing algorithm %q", alg)
 	}
-	hj, err := json.Marshal(h)
-	if err != nil {
-		return "", fmt.Errorf("ststest: encode JWT header: %w", err)
-	}
-	cj, err := json.Marshal(c)
-	if err != nil {
-		return "", fmt.Errorf("ststest: encode JWT claims: %w", err)
-	}
-	signingInput := b64(hj) + "." + b64(cj)
-	var sig []byte
-	switch alg {
-	case algRS256:
-		sum := sha256.Sum256([]byte(signingInput))
-		sig, err = rsa.SignPKCS1v15(rand.Reader, k.rsa, crypto.SHA256, sum[:])
-	case algES384:
-		sum := sha512.Sum384([]byte(signingInput))
-		var r, s *big.Int
-		r, s, err = ecdsa.Sign(rand.Reader, k.ec, sum[:])
-		if err == nil {
-			sig = make([]byte, 2*es384Size)
-			r.FillBytes(sig[:es384Size])
-			s.FillBytes(sig[es384Size:])
-		}
-	}
+	token, err := jwt.Signed(signer).Claims(c).Serialize()
 	if err != nil {
 		return "", fmt.Errorf("ststest: sign JWT with %s: %w", alg, err)
 	}
-	return signingInput + "." + b64(sig), nil
+	return token, nil
 }
 
 // newID returns a random RFC 4122 version 4 UUID, used for request IDs and
