@@ -123,14 +123,24 @@ func runDoctorWith(ctx context.Context, args []string, getenv func(string) strin
 		return configError(stderr, doctorCommand, err.Error())
 	}
 	if slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "--help" || a == "-help" }) {
-		fmt.Fprintln(stdout, "stsproxy doctor checks the region, credentials, caller identity, a token for each")
-		fmt.Fprintln(stdout, "configured audience set, its claims, the issuer's discovery document and keys, and the")
-		fmt.Fprintln(stdout, "token's signature, and prints the fix for each failure. It never prints a token.")
-		fmt.Fprintln(stdout, "\n  --json\n    \tprint the report as JSON")
+		writeCommandUsage(stdout, doctorCommand)
+		fmt.Fprint(stdout, `  --json
+    	print the report as JSON
+
+stsproxy doctor checks the region, the credentials, the caller's identity, a
+token for each configured audience set, its claims, the issuer's discovery
+document and keys, and the token's signature, and prints the fix for each
+failure. It never prints a token. Exit status 0 only if every check passed.
+`)
+		return 0
 	}
 	cfg, code := loadConfig(doctorCommand, args, getenv, stdout, stderr)
 	if cfg == nil {
 		return code
+	}
+	if cfg.version {
+		fmt.Fprintln(stdout, "stsproxy", versionString())
+		return 0
 	}
 	rep := diagnose(ctx, cfg, getenv, deps)
 	rep.Passed = len(rep.Checks) > 0 && !slices.ContainsFunc(rep.Checks, func(c doctorCheck) bool { return c.Status != statusPass })

@@ -240,6 +240,7 @@ func TestDoctorFlags(t *testing.T) {
 		{"bad --json", []string{"--json=maybe"}, 2, "", `invalid --json "maybe"`},
 		{"bad proxy flag", []string{"--token-duration", "2h"}, 2, "", `invalid --token-duration/TOKEN_DURATION "2h"`},
 		{"help", []string{"--help"}, 0, "--json", ""},
+		{"version", []string{"--version"}, 0, "stsproxy ", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
