@@ -360,9 +360,25 @@ func checkToken(ctx context.Context, rep *doctorReport, cfg *config, client *sts
 	for _, k := range slices.Sorted(maps.Keys(cfg.tags)) {
 		in.Tags = append(in.Tags, types.Tag{Key: aws.String(k), Value: aws.String(cfg.tags[k])})
 	}
-	out, err := bounded(ctx, func(ctx context.Context) (*sts.GetWebIdentityTokenOutput, error) {
-		return client.GetWebIdentityToken(ctx, in)
-	})
+	get := func() (*sts.GetWebIdentityTokenOutput, error) {
+		return bounded(ctx, func(ctx context.Context) (*sts.GetWebIdentityTokenOutput, error) {
+			return client.GetWebIdentityToken(ctx, in)
+		})
+	}
+	out, err := get()
+	// A session that ends before the token would: the library asks again
+	// for half the duration, down to 60 s, and so does the doctor, to
+	// report what the proxy will get.
+	duration, shortened := cfg.duration, ""
+	for isSTSCode(err, "SessionDurationEscalationException") && duration > stsauth.MinDuration {
+		duration = max(stsauth.MinDuration, (duration / 2).Truncate(time.Second))
+		in.DurationSeconds = aws.Int32(int32(duration / time.Second))
+		out, err = get()
+	}
+	if duration != cfg.duration && err == nil {
+		shortened = fmt.Sprintf("; STS refused --token-duration %v because the credentials' session ends sooner, so the proxy gets %v tokens after a refused call, and refreshes them more often: use credentials with a longer session, or --token-duration %v",
+			cfg.duration, duration, duration)
+	}
 	if err != nil {
 		detail, fix := stsFix(err, cfg, opts, caller, creds, deps.now())
 		rep.fail(name("GetWebIdentityToken"), detail, fix)
@@ -376,9 +392,9 @@ func checkToken(ctx context.Context, rep *doctorReport, cfg *config, client *sts
 	if len(cfg.tags) > 0 {
 		tags = fmt.Sprintf(", tag keys %v", slices.Sorted(maps.Keys(cfg.tags)))
 	}
-	rep.pass(name("GetWebIdentityToken"), fmt.Sprintf("%s, %v%s: a token of %d bytes", cfg.signingAlg, cfg.duration, tags, len(tok)))
+	rep.pass(name("GetWebIdentityToken"), fmt.Sprintf("%s, %v%s: a token of %d bytes%s", cfg.signingAlg, duration, tags, len(tok), shortened))
 
-	claims, kid, ok := checkClaims(rep, name("token claims"), cfg, tok, aud, account)
+	claims, kid, ok := checkClaims(rep, name("token claims"), cfg, duration, tok, aud, account)
 	if !ok {
 		rep.skip(name("issuer discovery"), "needs the token's issuer")
 		rep.skip(name("issuer keys"), "needs the token's issuer")
@@ -404,7 +420,7 @@ type stsAWSClaims struct {
 // checkClaims decodes the token's claims, without trusting them yet (the
 // signature check comes later), and compares them with the request. It
 // returns the standard claims and the header's key ID.
-func checkClaims(rep *doctorReport, name string, cfg *config, tok string, aud stsauth.Audience, account string) (jwt.Claims, string, bool) {
+func checkClaims(rep *doctorReport, name string, cfg *config, duration time.Duration, tok string, aud stsauth.Audience, account string) (jwt.Claims, string, bool) {
 	parsed, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256, jose.ES384})
 	if err != nil || len(parsed.Headers) != 1 {
 		rep.fail(name, "STS returned something that is not a signed JWT", "report this: STS tokens are compact JWS")
@@ -443,8 +459,8 @@ func checkClaims(rep *doctorReport, name string, cfg *config, tok string, aud st
 	if hdr.Algorithm != cfg.signingAlg {
 		problems = append(problems, fmt.Sprintf("alg %s is not the requested %s", hdr.Algorithm, cfg.signingAlg))
 	}
-	if d := exp.Sub(iat); d < cfg.duration-doctorLifetimeSlop || d > cfg.duration+doctorLifetimeSlop {
-		problems = append(problems, fmt.Sprintf("lifetime %v is not the requested --token-duration %v", d, cfg.duration))
+	if d := exp.Sub(iat); d < duration-doctorLifetimeSlop || d > duration+doctorLifetimeSlop {
+		problems = append(problems, fmt.Sprintf("lifetime %v is not the requested %v", d, duration))
 	}
 	if account != "" && a.Account != account {
 		problems = append(problems, fmt.Sprintf("aws_account %q is not the caller's account %s", a.Account, account))
@@ -614,13 +630,11 @@ func stsFix(err error, cfg *config, opts sts.Options, caller string, creds aws.C
 		fix = "attach this identity policy to " + who + " (stsproxy policy prints it for the same flags):\n" + policyFor(cfg) +
 			"\nIf it is attached, a service control policy, resource control policy, permissions boundary or VPC endpoint policy denies the call."
 	case "SessionDurationEscalationException":
-		fix = fmt.Sprintf("the credentials' session ends before a %v token would: lower --token-duration", cfg.duration)
+		fix = fmt.Sprintf("the credentials' session ends before even a %v token would", stsauth.MinDuration)
 		if creds.CanExpire {
-			if left := creds.Expires.Sub(now).Truncate(time.Minute); left >= stsauth.MinDuration {
-				fix += fmt.Sprintf(" to at most %v (the session has %v left)", left, left)
-			}
+			fix += fmt.Sprintf(" (they expire at %s)", creds.Expires.UTC().Format(time.RFC3339))
 		}
-		fix += ", or use credentials with a longer session (a role's maximum session duration)"
+		fix += ": renew them, or use credentials with a longer session (a role's maximum session duration)"
 	case "JWTPayloadSizeExceededException":
 		fix = "the token would be too large: send fewer or shorter --token-tag values, or fewer --token-audience values"
 	case "RegionDisabledException":
@@ -639,6 +653,12 @@ func stsFix(err error, cfg *config, opts sts.Options, caller string, creds aws.C
 		fix = "unexpected STS error: see the AWS STS GetWebIdentityToken reference for " + apiErr.ErrorCode()
 	}
 	return detail, fix
+}
+
+// isSTSCode reports whether err is an STS error with the code.
+func isSTSCode(err error, code string) bool {
+	var apiErr smithy.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode() == code
 }
 
 // policyFor returns the least-privilege policy for cfg as indented JSON, or

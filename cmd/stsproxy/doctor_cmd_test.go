@@ -72,6 +72,8 @@ type doctorCase struct {
 	// want maps a check name prefix to its wanted status and, for a
 	// failure, a substring of its fix.
 	want map[string][2]string
+	// detail maps a check name prefix to a substring of its detail.
+	detail map[string]string
 }
 
 func TestDoctor(t *testing.T) {
@@ -111,14 +113,14 @@ func TestDoctor(t *testing.T) {
           ]`}}},
 		{name: "access denied names the caller", args: audArgs, code: 1, setup: failing("AccessDenied"),
 			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "attach this identity policy to the role or user behind arn:aws:sts::123456789012:assumed-role/ststest/ststest-session"}}},
-		{name: "session too short", args: audArgs, code: 1, setup: failing("SessionDurationEscalationException"),
-			opt: func(o *sts.Options, _ *ststest.Server) {
-				o.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-					return aws.Credentials{AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "secret", SessionToken: "session",
-						Source: "WebIdentityCredentials", CanExpire: true, Expires: t0.Add(20*time.Minute + 30*time.Second)}, nil
-				})
-			},
-			want: map[string][2]string{"credentials": {statusPass}, "GetWebIdentityToken": {statusFail, "lower --token-duration to at most 20m0s"}}},
+		{name: "session shorter than the token: shorter tokens, as the proxy gets", args: audArgs, code: 0,
+			setup: func(s *ststest.Server) { s.SetSessionExpiry(time.Now().Add(20 * time.Minute)) },
+			want: map[string][2]string{"credentials": {statusPass}, "GetWebIdentityToken": {statusPass},
+				"token claims": {statusPass}, "token signature": {statusPass}},
+			detail: map[string]string{"GetWebIdentityToken": "so the proxy gets 15m0s tokens", "token claims": "lifetime 15m0s"}},
+		{name: "session ending within a minute", args: audArgs, code: 1,
+			setup: func(s *ststest.Server) { s.SetSessionExpiry(time.Now().Add(50 * time.Second)) },
+			want:  map[string][2]string{"credentials": {statusPass}, "GetWebIdentityToken": {statusFail, "renew them, or use credentials with a longer session"}}},
 		{name: "payload too large", args: audArgs, code: 1, setup: failing("JWTPayloadSizeExceededException"),
 			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "fewer or shorter --token-tag"}}},
 		{name: "region disabled", args: audArgs, code: 1, setup: failing("RegionDisabledException"),
@@ -169,6 +171,10 @@ func TestDoctor(t *testing.T) {
 					assert.NotEmpty(t, c.Fix, "a failed check says how to fix it")
 					assert.Contains(t, text, "FAIL  "+c.Name)
 				}
+			}
+			for prefix, want := range tc.detail {
+				c, _ := findCheck(rep, prefix)
+				assert.Contains(t, c.Detail, want, "detail of %q", prefix)
 			}
 			assert.NotRegexp(t, `eyJ[A-Za-z0-9_-]+\.eyJ`, text, "a token in the output")
 		})
