@@ -28,7 +28,9 @@ const DefaultHeader = "Authorization"
 // followed without the token, unless AllowedHosts is set and holds the new
 // host (requests to hosts it does not hold are refused) and the redirect
 // chain has not gone from https to http: a downgrade never carries the
-// token, whatever AllowedHosts says.
+// token, whatever AllowedHosts says. The chain is traced through each
+// response's Request, which [http.Transport] sets; if a Base leaves it
+// unset, redirects are followed without the token.
 //
 // A Transport is safe for concurrent use. Its fields must not change once it
 // is in use.
@@ -137,17 +139,23 @@ func (t *Transport) hostAllowed(req *http.Request) (attach bool, err error) {
 // redirectKeepsToken reports whether a redirected request, whose host the
 // allowlist (if any) admits, may carry the token: never after a downgrade
 // from https to http anywhere in the chain; within the original request's
-// origin always; elsewhere only if AllowedHosts is set.
+// origin always; elsewhere only if AllowedHosts is set. A chain it cannot
+// walk back to its first request (a base RoundTripper that left a
+// Response.Request unset) may have left the origin or been downgraded, so
+// it carries no token.
 func (t *Transport) redirectKeepsToken(req *http.Request) bool {
 	secure := isHTTPS(req.URL.Scheme)
 	first := req
-	for first.Response != nil && first.Response.Request != nil {
+	for first.Response != nil {
 		first = first.Response.Request
-		if !secure && first.URL != nil && isHTTPS(first.URL.Scheme) {
+		if first == nil || first.URL == nil {
+			return false
+		}
+		if !secure && isHTTPS(first.URL.Scheme) {
 			return false
 		}
 	}
-	if first.URL != nil && sameOrigin(first.URL, req.URL) {
+	if sameOrigin(first.URL, req.URL) {
 		return true
 	}
 	return t.AllowedHosts != nil

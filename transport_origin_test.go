@@ -16,12 +16,18 @@ import (
 type redirector struct {
 	next map[string]string // URL → Location
 	got  []string          // "URL token?" per hop
+	// noRequest leaves Response.Request unset, as RoundTrippers that build
+	// their own responses (httptest.ResponseRecorder.Result, caches) do.
+	noRequest bool
 }
 
 func (r *redirector) RoundTrip(req *http.Request) (*http.Response, error) {
 	u := req.URL.String()
 	r.got = append(r.got, u+" "+strconv.FormatBool(strings.HasPrefix(req.Header.Get("Authorization"), "Bearer ")))
 	res := &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody, Request: req}
+	if r.noRequest {
+		res.Request = nil
+	}
 	if loc, ok := r.next[u]; ok {
 		res.StatusCode = http.StatusFound
 		res.Header.Set("Location", loc)
@@ -67,6 +73,38 @@ func TestTransportRedirectKeepsTokenOnlyWithinOrigin(t *testing.T) {
 			resp.Body.Close()
 			assert.Equal(t, want, base.got)
 		})
+	}
+}
+
+// A redirect whose chain cannot be walked back to the first request, because
+// the base left Response.Request unset, may have left the origin: it goes
+// without the token.
+func TestTransportRedirectWithoutResponseRequestDropsToken(t *testing.T) {
+	allowH, err := ParseAllowedHosts("h.example")
+	require.NoError(t, err)
+	for _, allowed := range []*AllowedHosts{nil, allowH} {
+		ts, _, _ := newTestSource(t)
+		base := &redirector{noRequest: true, next: map[string]string{
+			"https://h.example/":  "https://evil.example/",
+			"https://h.example/a": "http://h.example/b",
+		}}
+		tr := &Transport{Source: ts, Audience: FixedAudience(apiAudience), Base: base}
+		if allowed != nil {
+			tr.AllowedHosts = allowed
+			delete(base.next, "https://h.example/")
+		} else {
+			resp, err := (&http.Client{Transport: tr}).Get("https://h.example/")
+			require.NoError(t, err)
+			resp.Body.Close()
+		}
+		resp, err := (&http.Client{Transport: tr}).Get("https://h.example/a")
+		require.NoError(t, err)
+		resp.Body.Close()
+		want := []string{"https://h.example/ true", "https://evil.example/ false", "https://h.example/a true", "http://h.example/b false"}
+		if allowed != nil {
+			want = want[2:]
+		}
+		assert.Equal(t, want, base.got, "AllowedHosts %v", allowed != nil)
 	}
 }
 
