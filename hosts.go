@@ -432,24 +432,22 @@ func parseIPv4Part(p string) (uint32, bool) {
 }
 
 // IsLoopbackHost reports whether host (without port; IPv6 without brackets)
-// is a loopback address, 127.0.0.0/8 or ::1 (also IPv4-mapped), or the name
-// "localhost". A trailing dot is ignored. Other names are not resolved, so
-// they are not loopback hosts here.
+// is a loopback address written as an IP literal, 127.0.0.0/8 in four
+// decimal numbers or ::1 (also IPv4-mapped), or the name "localhost" (any
+// case), which resolvers answer from the hosts file. Anything else may be
+// looked up in DNS and is not a loopback host here: Go's resolver sends
+// "127.1", "2130706433" and "localhost." to DNS, which may answer with an
+// address across the network.
 func IsLoopbackHost(host string) bool {
-	host = strings.TrimSuffix(host, ".")
-	if host == "" {
-		return false
-	}
-	if strings.IndexByte(host, ':') >= 0 {
-		ip, err := netip.ParseAddr(host)
-		return err == nil && ip.Unmap().IsLoopback()
-	}
-	if c := host[0]; c >= '0' && c <= '9' {
-		if ip, ok := parseIPv4(host); ok {
-			return ip.IsLoopback()
+	if strings.IndexByte(host, ':') < 0 {
+		// Only a name or an IPv4 literal. parseIPv4 does not allocate and
+		// rules most hosts out; netip then insists on four decimals.
+		if ip, ok := parseIPv4(host); !ok || !ip.IsLoopback() {
+			return strings.EqualFold(host, "localhost")
 		}
 	}
-	return strings.EqualFold(host, "localhost")
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // defaultPort returns the port a URL scheme implies.

@@ -187,7 +187,12 @@ func TestIsLoopbackHost(t *testing.T) {
 		"::1":                   true,
 		"::ffff:127.0.0.1":      true,
 		"localhost":             true,
-		"LocalHost.":            true,
+		"LocalHost":             true,
+		"LocalHost.":            false, // a DNS name to Go's resolver
+		"127.1":                 false, // likewise: inet_aton forms are names
+		"2130706433":            false,
+		"0x7f000001":            false,
+		"0177.0.0.1":            false,
 		"":                      false,
 		"10.0.0.1":              false,
 		"::2":                   false,

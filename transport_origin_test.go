@@ -112,11 +112,13 @@ func TestTransportRequireTLS(t *testing.T) {
 	ts, _, _ := newTestSource(t)
 	base := &recorder{}
 	tr := &Transport{Source: ts, Audience: FixedAudience(apiAudience), Base: base, RequireTLS: true}
-	for _, u := range []string{"https://api.example.com/", "http://127.0.0.1:8080/", "http://127.9.9.9/", "http://[::1]:80/", "http://localhost/", "HTTP://LOCALHOST./"} {
+	for _, u := range []string{"https://api.example.com/", "http://127.0.0.1:8080/", "http://127.9.9.9/", "http://[::1]:80/", "http://localhost/", "HTTP://LOCALHOST/"} {
 		_, err := tr.RoundTrip(httptest.NewRequest(http.MethodGet, u, nil))
 		require.NoError(t, err, u)
 	}
-	for _, u := range []string{"http://api.example.com/", "http://10.0.0.7/", "http://[2001:db8::1]/", "http://localhost.example.com/", "ws://api.example.com/"} {
+	for _, u := range []string{"http://api.example.com/", "http://10.0.0.7/", "http://[2001:db8::1]/", "http://localhost.example.com/", "ws://api.example.com/",
+		// Names Go's resolver looks up in DNS, however loopback they look.
+		"http://127.1/", "http://2130706433/", "http://localhost./"} {
 		body := newBody()
 		_, err := tr.RoundTrip(httptest.NewRequest(http.MethodPost, u, body))
 		require.ErrorIs(t, err, ErrCleartext, u)
