@@ -33,14 +33,16 @@ func newReplayGuard(size int) *replayGuard {
 	return &replayGuard{size: size, seen: make(map[replayKey]*replayEntry, min(size, 1024))}
 }
 
-// check records the token (iss, jti), remembered until until, and reports
-// whether it is new. A token seen before whose entry has expired is new
-// again: it fails the expiry check anyway.
+// check records the token (iss, jti), remembered until until (the last
+// instant the token is accepted), and reports whether it is new. A token
+// seen before whose entry has expired is new again: it fails the expiry
+// check anyway. An entry is kept through until itself, which the expiry
+// check still accepts.
 func (g *replayGuard) check(iss, jti string, until, now time.Time) bool {
 	k := replayKey{iss, jti}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for len(g.byExp) > 0 && !g.byExp[0].until.After(now) {
+	for len(g.byExp) > 0 && g.byExp[0].until.Before(now) {
 		e := heap.Pop(&g.byExp).(*replayEntry)
 		delete(g.seen, e.key)
 	}

@@ -24,6 +24,24 @@ func TestReplayGuard(t *testing.T) {
 	assert.Equal(t, 2, v.replay.len())
 }
 
+// At the last instant a token is accepted (exp plus the leeway) it is still
+// remembered: a replay then is refused, not let through.
+func TestReplayGuardLastValidInstant(t *testing.T) {
+	t.Parallel()
+	clock := newClock()
+	s := startSTS(t, clock, nil)
+	v := newTestVerifier(t, clock, Config{Issuers: []Issuer{{URL: s.URL}}, Audiences: []string{aud}, ReplayCacheSize: 10})
+	tok := mint(t, s, "ES384", aud)
+	c, err := v.Verify(t.Context(), tok)
+	require.NoError(t, err)
+	clock.Advance(c.Expiry.Add(DefaultLeeway).Sub(clock.Now()))
+	_, err = v.Verify(t.Context(), tok)
+	assert.ErrorIs(t, err, ErrReplay, "replayed at exp + leeway")
+	clock.Advance(time.Nanosecond)
+	_, err = v.Verify(t.Context(), tok)
+	assert.ErrorIs(t, err, ErrExpired, "a moment later")
+}
+
 func TestReplayGuardBounds(t *testing.T) {
 	t.Parallel()
 	now := start
