@@ -19,8 +19,10 @@ const DefaultHeader = "Authorization"
 //
 // Tokens go only where they belong. Transport refuses, without sending, a
 // request to a host outside AllowedHosts (when set), to a link-local or
-// instance-metadata address ([IsMetadataHost]), or, with RequireTLS, over
-// plain http to a host that is not a loopback address ([IsLoopbackHost]).
+// instance-metadata address ([IsMetadataHost]), to a host that is not
+// ASCII (net/http would map it with IDNA, so write it in punycode), or, with
+// RequireTLS, over plain http to a host that is not a loopback address
+// ([IsLoopbackHost]).
 //
 // When [http.Client] follows a redirect, the token goes with it only within
 // the origin (scheme, host and port, a missing port being the scheme's
@@ -121,6 +123,12 @@ func (t *Transport) hostAllowed(req *http.Request) (attach bool, err error) {
 	if err != nil || host == "" {
 		return false, fmt.Errorf("stsauth: %w: bad host %q", ErrHostNotAllowed, req.URL.Host)
 	}
+	if !isASCII(host) {
+		// net/http maps such a host with IDNA before dialling, so
+		// "１６９.２５４.１６９.２５４" would reach 169.254.169.254 past every
+		// check here.
+		return false, fmt.Errorf("stsauth: %w: host is not ASCII; write it in its punycode (xn--) form", ErrHostNotAllowed)
+	}
 	if IsMetadataHost(host) {
 		return false, fmt.Errorf("stsauth: %w: %s is a link-local or instance metadata address", ErrHostNotAllowed, host)
 	}
@@ -180,6 +188,16 @@ func sameOrigin(a, b *url.URL) bool {
 		pb = defaultPort(scheme)
 	}
 	return pa == pb
+}
+
+// isASCII reports whether s holds only ASCII bytes.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // isHTTPS reports whether a URL scheme encrypts the connection.

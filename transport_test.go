@@ -122,6 +122,13 @@ func TestTransportErrorsCloseBodyAndSendNothing(t *testing.T) {
 			tr: func(ts *TokenSource) *Transport { return &Transport{Source: ts, Audience: FixedAudience(apiAudience)} }},
 		{name: "IMDS v6", url: "http://[fd00:ec2::254]/latest/", wantIs: ErrHostNotAllowed,
 			tr: func(ts *TokenSource) *Transport { return &Transport{Source: ts, Audience: FixedAudience(apiAudience)} }},
+		// net/http maps these with IDNA to 169.254.169.254 and instance-data.
+		{name: "IMDS in fullwidth digits", url: "http://１６９.２５４.１６９.２５４/latest/meta-data/", wantIs: ErrHostNotAllowed, wantMsg: "punycode",
+			tr: func(ts *TokenSource) *Transport { return &Transport{Source: ts, Audience: FixedAudience(apiAudience)} }},
+		{name: "IMDS with ideographic full stops", url: "http://169。254。169。254/", wantIs: ErrHostNotAllowed,
+			tr: func(ts *TokenSource) *Transport { return &Transport{Source: ts, Audience: FixedAudience(apiAudience)} }},
+		{name: "instance-data in fullwidth letters", url: "http://ｉｎｓｔａｎｃｅ-data/", wantIs: ErrHostNotAllowed,
+			tr: func(ts *TokenSource) *Transport { return &Transport{Source: ts, Audience: FixedAudience(apiAudience)} }},
 		{name: "link-local even if allowlisted", url: "http://169.254.170.2/v2/credentials", wantIs: ErrHostNotAllowed,
 			tr: func(ts *TokenSource) *Transport {
 				a, _ := ParseAllowedHosts("169.254.170.2")
