@@ -35,6 +35,9 @@ const (
 	DefaultRefetchCooldown = 30 * time.Second
 	// MaxTokenSize is the largest token accepted, in bytes.
 	MaxTokenSize = 64 << 10
+	// maxKeyIDLength is the longest kid accepted, in bytes; AWS's look
+	// like "RSA_0" and "EC384_0".
+	maxKeyIDLength = 256
 )
 
 // signingAlgorithms are the algorithms STS signs with; no other is accepted.
@@ -300,6 +303,11 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Claims, error) {
 	}
 	if hdr.KeyID == "" {
 		return nil, newError(ErrUnknownKey, "token has no kid", nil)
+	}
+	if len(hdr.KeyID) > maxKeyIDLength {
+		// No issuer publishes such a kid: refuse it before it can cause a
+		// fetch, sit in the negative cache or fill an error message.
+		return nil, newError(ErrUnknownKey, fmt.Sprintf("kid of %d bytes, more than %d", len(hdr.KeyID), maxKeyIDLength), nil)
 	}
 	now := v.now()
 	keys, err := v.key(ctx, is, hdr.KeyID, now)

@@ -384,6 +384,27 @@ func TestRotation(t *testing.T) {
 	assert.Equal(t, 4, s.JWKSCalls())
 }
 
+// A kid no issuer would publish, tens of kilobytes long, is refused without
+// a fetch, stays out of the negative cache and out of error messages: each
+// such request could otherwise pin its kid in memory for negativeTTL.
+func TestOversizedKidIsRefusedUpFront(t *testing.T) {
+	t.Parallel()
+	clock := newClock()
+	ti := newTestIssuer(t)
+	v := newTestVerifier(t, clock, Config{Issuers: []Issuer{{URL: ti.URL}}, Audiences: []string{aud}})
+	require.NoError(t, v.Prime(t.Context()))
+	clock.Advance(DefaultRefetchCooldown)
+	kid := strings.Repeat("k", 40<<10)
+	_, err := v.Verify(t.Context(), sign(t, ti.keys.rsa, jose.RS256, kid, claimsFor(ti.URL, clock.Now(), aud), nil))
+	require.ErrorIs(t, err, ErrUnknownKey)
+	assert.Less(t, len(err.Error()), 500, "the kid is not copied into the error")
+	assert.Len(t, ti.fetches(), 1, "no refetch for it")
+	is := v.issuers[ti.URL]
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	assert.Zero(t, len(is.negative), "nothing negative-cached")
+}
+
 func TestUnknownKidCooldownAndNegativeCache(t *testing.T) {
 	t.Parallel()
 	clock := newClock()
