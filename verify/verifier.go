@@ -250,9 +250,10 @@ func newIssuer(c Issuer, allowLoopbackHTTP bool) (*issuer, error) {
 	}, nil
 }
 
-// isLoopbackHost reports whether host is localhost or a loopback IP.
+// isLoopbackHost reports whether host is localhost or a loopback IP. Not
+// "localhost.": Go's resolver looks that up in DNS, not the hosts file.
 func isLoopbackHost(host string) bool {
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip, err := netip.ParseAddr(host)

@@ -568,6 +568,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"http issuer", Config{Issuers: []Issuer{{URL: "http://example.com"}}, Audiences: []string{aud}}, "must be https"},
 		{"loopback http without the switch", Config{Issuers: []Issuer{{URL: "http://127.0.0.1:8080"}}, Audiences: []string{aud}}, "AllowInsecureLoopbackIssuers"},
 		{"http lookalike of loopback", Config{Issuers: []Issuer{{URL: "http://127.0.0.1.example.com"}}, Audiences: []string{aud}, AllowInsecureLoopbackIssuers: true}, "must be https"},
+		// Go's resolver sends "localhost." to DNS, which may answer with any address.
+		{"http localhost with a trailing dot", Config{Issuers: []Issuer{{URL: "http://localhost.:8080"}}, Audiences: []string{aud}, AllowInsecureLoopbackIssuers: true}, "must be https"},
 		{"trailing slash", Config{Issuers: []Issuer{{URL: ok.URL + "/"}}, Audiences: []string{aud}}, "must not end in a slash"},
 		{"query", Config{Issuers: []Issuer{{URL: ok.URL + "?a=b"}}, Audiences: []string{aud}}, "no user info, query or fragment"},
 		{"relative", Config{Issuers: []Issuer{{URL: "tokens.sts.global.api.aws"}}, Audiences: []string{aud}}, "not an absolute URL"},
