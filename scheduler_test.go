@@ -32,13 +32,24 @@ func newSchedHarness(t *testing.T, opts ...Option) *schedHarness {
 // quiesce waits, without sleeping, until no fetch or refresh runs and the
 // scheduler sleeps having seen every poke.
 func (h *schedHarness) quiesce() {
-	for {
-		p := h.ts.parked.Load()
-		if p == h.ts.pokes.Load() && h.ts.tracked.Load() == 0 && h.ts.pokes.Load() == p {
-			return
-		}
+	for !isQuiet(h.ts) {
 		runtime.Gosched()
 	}
+}
+
+// isQuiet reports whether no fetch or refresh of ts runs and its scheduler,
+// if started, sleeps having seen every poke. A poke is counted before it is
+// sent, and a fired fake timer marks the scheduler awake, so a quiet source
+// stays quiet until something outside it acts.
+func isQuiet(ts *TokenSource) bool {
+	if ts.tracked.Load() != 0 {
+		return false
+	}
+	if !ts.schedStarted.Load() {
+		return ts.tracked.Load() == 0 && !ts.schedStarted.Load()
+	}
+	p := ts.parked.Load()
+	return p == ts.pokes.Load() && ts.tracked.Load() == 0 && ts.pokes.Load() == p
 }
 
 // advance moves the clock by d, stopping at each timer the scheduler arms

@@ -33,8 +33,16 @@ type fakeClock struct {
 }
 
 type fakeTimer struct {
-	at time.Time
-	ch chan time.Time
+	at    time.Time
+	ch    chan time.Time
+	fired func() // called before ch receives, if not nil
+}
+
+func (ft *fakeTimer) fire(now time.Time) {
+	if ft.fired != nil {
+		ft.fired()
+	}
+	ft.ch <- now
 }
 
 func newFakeClock() *fakeClock {
@@ -56,7 +64,7 @@ func (c *fakeClock) Advance(d time.Duration) int {
 	fired := 0
 	for ft := range c.timers {
 		if !ft.at.After(c.t) {
-			ft.ch <- c.t
+			ft.fire(c.t)
 			delete(c.timers, ft)
 			fired++
 		}
@@ -79,14 +87,20 @@ func (c *fakeClock) NextTimer() (time.Time, bool) {
 
 // TimerAt is the TokenSource's timerAt.
 func (c *fakeClock) TimerAt(at time.Time) (<-chan time.Time, func() bool) {
+	return c.timerAtNotify(at, nil)
+}
+
+// timerAtNotify is TimerAt, calling fired (if not nil) when the timer fires,
+// before its channel receives.
+func (c *fakeClock) timerAtNotify(at time.Time, fired func()) (<-chan time.Time, func() bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.firing {
 		return nil, func() bool { return false }
 	}
-	ft := &fakeTimer{at: at, ch: make(chan time.Time, 1)}
+	ft := &fakeTimer{at: at, ch: make(chan time.Time, 1), fired: fired}
 	if !at.After(c.t) {
-		ft.ch <- c.t
+		ft.fire(c.t)
 		return ft.ch, func() bool { return false }
 	}
 	c.timers[ft] = struct{}{}
