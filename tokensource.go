@@ -167,12 +167,20 @@ func (e *TokenError) Unwrap() error { return e.Err }
 // TokenSource, started with its first token) refreshes every set used since
 // its current token was minted, so a set used every 50 minutes with 1 h
 // tokens never waits; a set unused for a whole token lifetime is left to
-// expire and costs no STS call. A failed
-// refresh is retried, driven by later calls, with exponential backoff and full
-// jitter, while the old token is served until shortly before it expires.
-// With no usable token and STS failing, callers get the last error at once
-// until the backoff allows another attempt, so a storm of requests is not a
-// storm of STS calls.
+// expire and costs no STS call. A failed refresh is retried, by later calls
+// or by the scheduler, with exponential backoff and full jitter, while the
+// old token is served until shortly before it expires. With no usable token
+// and STS failing, callers get the last error at once until the backoff
+// allows another attempt, so a storm of requests is not a storm of STS
+// calls. Failures every audience set would share (credentials, throttling,
+// the network) back off the whole source, and at most
+// [DefaultMaxConcurrentFetches] STS calls (see [WithMaxConcurrentFetches])
+// run at once.
+//
+// A token's serving window comes from its own iat and exp claims, counted
+// from the local moment its fetch started, so clock offsets between this
+// host and STS do not matter. Its lifetime never extends past the expiry of
+// the AWS credentials (see [WithCredentials]).
 //
 // The cache holds up to the configured number of audience sets and evicts
 // by the CLOCK algorithm, a lock-free-on-hit approximation of least recently
