@@ -225,6 +225,10 @@ func (ts *TokenSource) recordFailure(e *entry, now time.Time, err error) {
 		b.lastErr = err
 		b.retryAt.Store(now.Add(ts.backoffDelay(b.failures)).UnixNano())
 		b.mu.Unlock()
+	} else {
+		// STS answered about this set: whatever stood between the source
+		// and STS is gone.
+		ts.clearSourceBackoff()
 	}
 	// The SDK's error names the operation and the STS error code and
 	// message; it never holds a token, which only a success carries.
@@ -241,6 +245,11 @@ func (ts *TokenSource) recordSuccess(e *entry) {
 	e.failures, e.lastErr = 0, nil
 	e.retryAt.Store(0)
 	e.mu.Unlock()
+	ts.clearSourceBackoff()
+}
+
+// clearSourceBackoff ends the backoff of the whole source.
+func (ts *TokenSource) clearSourceBackoff() {
 	if ts.backoff.retryAt.Load() != 0 {
 		b := &ts.backoff
 		b.mu.Lock()

@@ -132,3 +132,22 @@ func TestSourceWideFailuresBackOffEverySet(t *testing.T) {
 		})
 	}
 }
+
+// A per-set answer from STS (here AccessDenied for one set) proves that
+// whatever backed off the whole source is over.
+func TestPerSetFailureEndsTheSourceBackoff(t *testing.T) {
+	ts, fake, clock := newTestSource(t)
+	ctx := context.Background()
+	fake.set(func(f *fakeSTS) { f.fail = &smithy.GenericAPIError{Code: "Throttling"} })
+	_, err := ts.Token(ctx, distinctAudience(0))
+	require.Error(t, err)
+	clock.Advance(time.Second)
+	fake.set(func(f *fakeSTS) { f.fail = &smithy.GenericAPIError{Code: "AccessDenied"} })
+	_, err = ts.Token(ctx, distinctAudience(1)) // the probe
+	require.Error(t, err)
+	// Were the source still backing off, other sets would be let through
+	// one probe at a time.
+	assert.Zero(t, ts.backoff.retryAt.Load(), "the source backoff is over")
+	_, err = ts.backoff.admit(clock.Now())
+	assert.NoError(t, err)
+}
