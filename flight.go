@@ -80,8 +80,7 @@ func (ts *TokenSource) fetchWait(ctx context.Context, e *entry) (Token, error) {
 			if f.err != nil {
 				return Token{}, &TokenError{Audience: e.aud, Err: f.err}
 			}
-			e.storeNewer(f.c)
-			return f.c.tok, nil
+			return f.c.tok, nil // fetch stored it
 		case <-ctx.Done():
 			return Token{}, &TokenError{Audience: e.aud, Err: ctx.Err()}
 		}
@@ -109,7 +108,7 @@ func (ts *TokenSource) join(e *entry, trigger refreshTrigger) (f *flight, lead b
 		return nil, false, nil, err
 	}
 	f = &flight{done: make(chan struct{}), trigger: trigger, probe: probe}
-	if e.invalidated.Load() {
+	if e.state.Load() == dropped {
 		f.trigger = triggerInvalidation
 	}
 	e.flight = f
@@ -195,9 +194,6 @@ func (ts *TokenSource) launchRefresh(e *entry, f *flight) {
 		<-ts.slots
 		if err != nil && err != ErrClosed {
 			ts.metrics.refreshFailures.Add(ts.stop, 1, e.attrs.add...)
-		}
-		if c != nil {
-			e.storeNewer(c)
 		}
 		ts.finish(e, f, c, err)
 	})

@@ -83,7 +83,7 @@ func (ts *TokenSource) expiries() []expiryObservation {
 	now := ts.now()
 	var out []expiryObservation
 	for _, e := range ts.cache.snapshot() {
-		if c := e.state.Load(); c != nil {
+		if c := e.state.Load(); c != nil && c != dropped {
 			out = append(out, expiryObservation{attrs: e.attrs, left: c.tok.Expiry.Sub(now)})
 		}
 	}

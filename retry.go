@@ -72,10 +72,9 @@ func (ts *TokenSource) Invalidate(tok Token) bool {
 	if c == nil || c.tok.b != tok.b || c.replacement {
 		return false
 	}
-	if !e.state.CompareAndSwap(c, nil) {
+	if !e.state.CompareAndSwap(c, dropped) {
 		return false
 	}
-	e.invalidated.Store(true)
 	ts.cfg.logger.Info("stsauth: token invalidated after the upstream rejected it", slog.String("audience", tok.Audience.String()))
 	return true
 }

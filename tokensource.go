@@ -295,9 +295,6 @@ type entry struct {
 	// used is the CLOCK reference bit: set by hits, cleared by the
 	// eviction sweep. (cached.used is another bit: see there.)
 	used atomic.Bool
-	// invalidated is set by Invalidate; the next token fetched is a
-	// replacement.
-	invalidated atomic.Bool
 	// refreshing is true while a fetch for this entry is planned or runs
 	// (flight is set), so that hits in the refresh window check it without
 	// taking mu.
@@ -328,20 +325,12 @@ type cached struct {
 	replacement bool
 }
 
-// storeNewer caches c unless e already holds a token that expires later. The
-// fetch that made c stored it in its own entry; this matters when the fetch
-// was shared with an entry for the same set evicted and added again since.
-func (e *entry) storeNewer(c *cached) {
-	for {
-		old := e.state.Load()
-		if old != nil && !old.tok.Expiry.Before(c.tok.Expiry) {
-			return
-		}
-		if e.state.CompareAndSwap(old, c) {
-			return
-		}
-	}
-}
+// dropped is the state of an entry whose token [TokenSource.Invalidate]
+// dropped: no token (its expireAt is the zero time), and the next token
+// fetched is a replacement. A marker in the state itself, rather than a flag
+// beside it, keeps "drop this token" and "the next one replaces it" one
+// atomic step.
+var dropped = &cached{}
 
 // Token returns a valid token for aud, from the cache when it can. It makes
 // an STS call only when no usable token is cached, and then waits for that
@@ -446,7 +435,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 	}
 
 	c := ts.newCached(e.aud, *out.WebIdentityToken, start, lifetime, now, first)
-	c.replacement = e.invalidated.Swap(false)
+	c.replacement = e.state.Load() == dropped
 	ts.recordSuccess(e)
 	e.state.Store(c)
 	ts.startScheduler()
