@@ -195,3 +195,38 @@ func ExampleGuardDialControl() {
 	// refused: true
 	// clear text refused: true
 }
+
+// A caller with a transport of its own replaces a token the upstream
+// rejects: Invalidate drops exactly that token, and the next Token call
+// fetches a fresh one. A token fetched to replace another is not dropped
+// again, so a rejecting upstream cannot turn each request into an STS call.
+func ExampleTokenSource_Invalidate() {
+	sts := ststest.NewServer()
+	defer sts.Close()
+	src, err := stsauth.NewTokenSource(sts.Client())
+	if err != nil {
+		panic(err)
+	}
+	defer src.Close()
+	ctx := context.Background()
+	aud := stsauth.MustAudience("https://api.example.com")
+
+	tok, err := src.Token(ctx, aud)
+	if err != nil {
+		panic(err)
+	}
+	// Suppose the upstream answered 401 to tok.
+	fmt.Println("dropped:", src.Invalidate(tok))
+	fresh, err := src.Token(ctx, aud)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("new token:", fresh.Value() != tok.Value())
+	fmt.Println("dropped again:", src.Invalidate(fresh))
+	fmt.Println("STS calls:", sts.Calls())
+	// Output:
+	// dropped: true
+	// new token: true
+	// dropped again: false
+	// STS calls: 2
+}
