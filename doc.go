@@ -28,11 +28,22 @@
 // random jitter per entry), one background refresh starts while requests keep
 // getting the cached token; a scheduler goroutine refreshes, in that window,
 // the sets that were used since their token was minted but see no request
-// there, so a request after a quiet spell does not wait either. If the refresh fails, the cached token is served
-// until 10 seconds before it expires, and the refresh is retried with
-// exponential backoff and full jitter (1 s doubling to 30 s). With no token and
-// STS failing, requests get the last error at once until the backoff allows
-// another call.
+// there, so a request after a quiet spell does not wait either. A set's first
+// token is refreshed at a random moment of its lifetime, so sets minted
+// together do not refresh together. If the refresh fails, the cached token is
+// served until 10 seconds before it expires, and the refresh is retried with
+// exponential backoff and full jitter (1 s doubling to 30 s). With no token
+// and STS failing, requests get the last error at once until the backoff
+// allows another call; failures every set shares (credentials, throttling,
+// the network) back off the whole source, and at most 32 STS calls run at
+// once.
+//
+// A token's lifetime is read from its own iat and exp claims and counted from
+// the local moment its fetch started, so a local clock that disagrees with
+// STS's changes nothing; it never extends past the expiry of the AWS
+// credentials that asked for it. When an upstream answers 401, [Transport]
+// drops that token ([TokenSource.Invalidate]) and sends the request once more
+// with a fresh one.
 //
 // # Safety
 //
