@@ -8,17 +8,16 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -347,67 +346,111 @@ func doctorAudienceSets(cfg *config) ([]stsauth.Audience, string) {
 	return sets, ""
 }
 
-// checkToken asks STS for one token for aud and checks its claims, the
-// issuer's discovery document and keys, and its signature.
+// checkToken gets one token for aud exactly as the proxy does, through the
+// library's token source built from the proxy's configuration (response
+// cap, token checks, duration fitted to the credentials, halving on
+// SessionDurationEscalationException), and checks its claims, the issuer's
+// discovery document and keys, and its signature.
 func checkToken(ctx context.Context, rep *doctorReport, cfg *config, client *sts.Client, opts sts.Options,
 	aud stsauth.Audience, account, caller string, creds aws.Credentials, deps doctorDeps) {
 	name := func(what string) string { return what + " " + aud.String() }
-	in := &sts.GetWebIdentityTokenInput{
-		Audience:         aud.Values(),
-		SigningAlgorithm: aws.String(cfg.signingAlg),
-		DurationSeconds:  aws.Int32(int32(cfg.duration / time.Second)),
+	skipRest := func(why string) {
+		for _, s := range []string{"token claims", "issuer discovery", "issuer keys", "token signature"} {
+			rep.skip(name(s), why)
+		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(cfg.tags)) {
-		in.Tags = append(in.Tags, types.Tag{Key: aws.String(k), Value: aws.String(cfg.tags[k])})
+	watch := &escalationWatch{}
+	ts, err := newTokenSource(cfg, client, noop.NewMeterProvider(), slog.New(watch))
+	if err != nil {
+		rep.fail(name("GetWebIdentityToken"), "create the token source: "+err.Error(),
+			"check the --token-* flags against the limits in stsproxy --help")
+		skipRest("needs a token")
+		return
 	}
-	get := func() (*sts.GetWebIdentityTokenOutput, error) {
-		return bounded(ctx, func(ctx context.Context) (*sts.GetWebIdentityTokenOutput, error) {
-			return client.GetWebIdentityToken(ctx, in)
-		})
-	}
-	out, err := get()
-	// A session that ends before the token would: the library asks again
-	// for half the duration, down to 60 s, and so does the doctor, to
-	// report what the proxy will get.
-	duration, shortened := cfg.duration, ""
-	for isSTSCode(err, "SessionDurationEscalationException") && duration > stsauth.MinDuration {
-		duration = max(stsauth.MinDuration, (duration / 2).Truncate(time.Second))
-		in.DurationSeconds = aws.Int32(int32(duration / time.Second))
-		out, err = get()
-	}
-	if duration != cfg.duration && err == nil {
-		shortened = fmt.Sprintf("; STS refused --token-duration %v because the credentials' session ends sooner, so the proxy gets %v tokens after a refused call, and refreshes them more often: use credentials with a longer session, or --token-duration %v",
-			cfg.duration, duration, duration)
-	}
+	defer ts.Close()
+	t, err := bounded(ctx, func(ctx context.Context) (stsauth.Token, error) { return ts.Token(ctx, aud) })
 	if err != nil {
 		detail, fix := stsFix(err, cfg, opts, caller, creds, deps.now())
 		rep.fail(name("GetWebIdentityToken"), detail, fix)
-		for _, s := range []string{"token claims", "issuer discovery", "issuer keys", "token signature"} {
-			rep.skip(name(s), "needs a token")
-		}
+		skipRest("needs a token")
 		return
 	}
-	tok := aws.ToString(out.WebIdentityToken)
+	tok := t.Value()
+	dec, decErr := decodeToken(tok)
+	lifetime, note, problem := "", "", ""
+	if decErr == nil {
+		lifetime = ", " + dec.lifetime().String()
+		note, problem = explainLifetime(cfg.duration, dec, creds, watch.seen.Load())
+	}
 	tags := ""
 	if len(cfg.tags) > 0 {
 		tags = fmt.Sprintf(", tag keys %v", slices.Sorted(maps.Keys(cfg.tags)))
 	}
-	rep.pass(name("GetWebIdentityToken"), fmt.Sprintf("%s, %v%s: a token of %d bytes%s", cfg.signingAlg, duration, tags, len(tok), shortened))
+	rep.pass(name("GetWebIdentityToken"), fmt.Sprintf("%s%s%s: a token of %d bytes%s", cfg.signingAlg, lifetime, tags, len(tok), note))
 
-	claims, kid, ok := checkClaims(rep, name("token claims"), cfg, duration, tok, aud, account)
-	if !ok {
+	if !checkClaims(rep, name("token claims"), cfg, dec, decErr, problem, aud, account) {
 		rep.skip(name("issuer discovery"), "needs the token's issuer")
 		rep.skip(name("issuer keys"), "needs the token's issuer")
 		rep.skip(name("token signature"), "needs the token's issuer")
 		return
 	}
-	jwksURI, ok := checkDiscovery(ctx, rep, name("issuer discovery"), claims.Issuer, deps.httpClient)
+	iss := dec.std.Issuer
+	jwksURI, ok := checkDiscovery(ctx, rep, name("issuer discovery"), iss, deps.httpClient)
 	if ok {
-		checkKeys(ctx, rep, name("issuer keys"), jwksURI, kid, deps.httpClient)
+		checkKeys(ctx, rep, name("issuer keys"), jwksURI, dec.kid, deps.httpClient)
 	} else {
 		rep.skip(name("issuer keys"), "needs the discovery document")
 	}
-	checkSignature(ctx, rep, name("token signature"), tok, claims.Issuer, account, aud, deps.httpClient)
+	checkSignature(ctx, rep, name("token signature"), tok, iss, account, aud, deps.httpClient)
+}
+
+// escalationWarning is part of the message of the library's one warning
+// that STS refused the token duration and it asks for shorter tokens.
+const escalationWarning = "asking for shorter tokens"
+
+// escalationWatch is the slog handler of the doctor's token source: it
+// drops every record, noting whether the library warned that it asks for
+// shorter tokens after a refused call.
+type escalationWatch struct{ seen atomic.Bool }
+
+func (w *escalationWatch) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (w *escalationWatch) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, escalationWarning) {
+		w.seen.Store(true)
+	}
+	return nil
+}
+
+func (w *escalationWatch) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *escalationWatch) WithGroup(string) slog.Handler      { return w }
+
+// doctorSessionSlop is how much longer than a token the credentials may
+// live and still be why it is short: the library ends a token a minute
+// before the credentials expire, plus the clocks' disagreement.
+const doctorSessionSlop = time.Minute + doctorLifetimeSlop
+
+// explainLifetime compares the token's lifetime (exp − iat) with the
+// requested duration. A shorter token is explained, in note, by the
+// credentials expiring first (the library fits the duration to them) or by
+// a call STS refused (refused: the library halved the duration); otherwise,
+// or when it is longer, problem says how it differs.
+func explainLifetime(requested time.Duration, dec decodedToken, creds aws.Credentials, refused bool) (note, problem string) {
+	d := dec.lifetime()
+	switch {
+	case d > requested+doctorLifetimeSlop:
+		return "", fmt.Sprintf("lifetime %v is longer than the requested %v", d, requested)
+	case d >= requested-doctorLifetimeSlop:
+		return "", ""
+	case refused:
+		return fmt.Sprintf("; STS refused --token-duration %v because the credentials' session ends sooner, so the proxy gets %v tokens after a refused call, and refreshes them more often: use credentials with a longer session, or --token-duration %v",
+			requested, d, d), ""
+	case creds.CanExpire && creds.Expires.Before(dec.iat().Add(requested+doctorSessionSlop)) && !dec.exp().After(creds.Expires.Add(doctorLifetimeSlop)):
+		return fmt.Sprintf("; the credentials expire at %s, before a --token-duration %v token would end, so the proxy asks for tokens that end a minute before them (%v now, shorter as they near expiry) and refreshes them more often: use credentials with a longer session (a role's maximum session duration)",
+			creds.Expires.UTC().Format(time.RFC3339), requested, d), ""
+	default:
+		return "", fmt.Sprintf("lifetime %v is shorter than the requested %v", d, requested)
+	}
 }
 
 // stsAWSClaims are the AWS claims the doctor shows.
@@ -417,34 +460,64 @@ type stsAWSClaims struct {
 	SourceRegion string `json:"source_region"`
 }
 
-// checkClaims decodes the token's claims, without trusting them yet (the
-// signature check comes later), and compares them with the request. It
-// returns the standard claims and the header's key ID.
-func checkClaims(rep *doctorReport, name string, cfg *config, duration time.Duration, tok string, aud stsauth.Audience, account string) (jwt.Claims, string, bool) {
+// decodedToken is a token's header and claims, decoded without checking
+// the signature (the signature check comes later).
+type decodedToken struct {
+	std      jwt.Claims
+	aws      stsAWSClaims
+	alg, kid string
+}
+
+// iat returns the token's issued-at time, or the zero time.
+func (d decodedToken) iat() time.Time {
+	if d.std.IssuedAt == nil {
+		return time.Time{}
+	}
+	return d.std.IssuedAt.Time()
+}
+
+// exp returns the token's expiry, or the zero time.
+func (d decodedToken) exp() time.Time {
+	if d.std.Expiry == nil {
+		return time.Time{}
+	}
+	return d.std.Expiry.Time()
+}
+
+// lifetime is the token's lifetime by its own claims: exp − iat.
+func (d decodedToken) lifetime() time.Duration { return d.exp().Sub(d.iat()) }
+
+// decodeToken decodes tok's header and claims without trusting them. Its
+// errors never quote the token.
+func decodeToken(tok string) (decodedToken, error) {
 	parsed, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256, jose.ES384})
 	if err != nil || len(parsed.Headers) != 1 {
-		rep.fail(name, "STS returned something that is not a signed JWT", "report this: STS tokens are compact JWS")
-		return jwt.Claims{}, "", false
+		return decodedToken{}, errors.New("STS returned something that is not a signed JWT")
 	}
-	hdr := parsed.Headers[0]
-	var std jwt.Claims
+	var d decodedToken
 	var awsClaims struct {
 		AWS stsAWSClaims `json:"https://sts.amazonaws.com/"`
 	}
-	if err := parsed.UnsafeClaimsWithoutVerification(&std, &awsClaims); err != nil {
-		rep.fail(name, "the token's claims do not decode: "+err.Error(), "report this: STS tokens carry JSON claims")
-		return jwt.Claims{}, "", false
+	if err := parsed.UnsafeClaimsWithoutVerification(&d.std, &awsClaims); err != nil {
+		return decodedToken{}, fmt.Errorf("the token's claims do not decode: %w", err)
 	}
-	var exp, iat time.Time
-	if std.Expiry != nil {
-		exp = std.Expiry.Time()
+	d.aws = awsClaims.AWS
+	d.alg, d.kid = parsed.Headers[0].Algorithm, parsed.Headers[0].KeyID
+	return d, nil
+}
+
+// checkClaims reports the token's claims (decoded into dec, or decErr) and
+// compares them with the request; lifetimeProblem is how its lifetime
+// differs from the request, if it does. It reports whether the claims
+// name an issuer to check further.
+func checkClaims(rep *doctorReport, name string, cfg *config, dec decodedToken, decErr error, lifetimeProblem string, aud stsauth.Audience, account string) bool {
+	if decErr != nil {
+		rep.fail(name, decErr.Error(), "report this: STS tokens are compact JWS with JSON claims")
+		return false
 	}
-	if std.IssuedAt != nil {
-		iat = std.IssuedAt.Time()
-	}
-	a := awsClaims.AWS
+	std, a := dec.std, dec.aws
 	detail := fmt.Sprintf("iss %s, sub %s, aud %v, alg %s, kid %s, expires %s (lifetime %v), account %s",
-		std.Issuer, std.Subject, []string(std.Audience), hdr.Algorithm, hdr.KeyID, exp.UTC().Format(time.RFC3339), exp.Sub(iat), a.Account)
+		std.Issuer, std.Subject, []string(std.Audience), dec.alg, dec.kid, dec.exp().UTC().Format(time.RFC3339), dec.lifetime(), a.Account)
 	if a.OrgID != "" {
 		detail += ", org " + a.OrgID
 	}
@@ -456,36 +529,27 @@ func checkClaims(rep *doctorReport, name string, cfg *config, duration time.Dura
 	if !slices.Equal(got, aud.Values()) {
 		problems = append(problems, fmt.Sprintf("aud %v is not the requested %v", got, aud.Values()))
 	}
-	if hdr.Algorithm != cfg.signingAlg {
-		problems = append(problems, fmt.Sprintf("alg %s is not the requested %s", hdr.Algorithm, cfg.signingAlg))
+	if dec.alg != cfg.signingAlg {
+		problems = append(problems, fmt.Sprintf("alg %s is not the requested %s", dec.alg, cfg.signingAlg))
 	}
-	if d := exp.Sub(iat); d < duration-doctorLifetimeSlop || d > duration+doctorLifetimeSlop {
-		problems = append(problems, fmt.Sprintf("lifetime %v is not the requested %v", d, duration))
+	if lifetimeProblem != "" {
+		problems = append(problems, lifetimeProblem)
 	}
 	if account != "" && a.Account != account {
 		problems = append(problems, fmt.Sprintf("aws_account %q is not the caller's account %s", a.Account, account))
 	}
 	if u, err := url.Parse(std.Issuer); err != nil || u.Host == "" {
 		problems = append(problems, fmt.Sprintf("iss %q is not a URL", std.Issuer))
-	} else if !cfg.localSTS && !isLoopbackHost(u.Hostname()) && (u.Scheme != "https" || !strings.HasSuffix(u.Hostname(), awsIssuerSuffix)) {
+	} else if !cfg.localSTS && !stsauth.IsLoopbackHost(u.Hostname()) && (u.Scheme != "https" || !strings.HasSuffix(u.Hostname(), awsIssuerSuffix)) {
 		problems = append(problems, fmt.Sprintf("iss %s is not an AWS issuer https://<id>%s", std.Issuer, awsIssuerSuffix))
 	}
 	if len(problems) > 0 {
 		rep.fail(name, detail+"; but "+strings.Join(problems, "; "),
 			"the token differs from the request: check AWS_ENDPOINT_URL_STS points at AWS STS")
-		return std, hdr.KeyID, std.Issuer != ""
+		return std.Issuer != ""
 	}
 	rep.pass(name, detail)
-	return std, hdr.KeyID, true
-}
-
-// isLoopbackHost reports whether host is localhost or a loopback address.
-func isLoopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return true
 }
 
 // fetchDocument GETs a JSON document of at most doctorMaxDocument bytes.
@@ -576,7 +640,7 @@ func checkSignature(ctx context.Context, rep *doctorReport, name, tok, iss, acco
 	v, err := verify.New(verify.Config{
 		Issuers:                      []verify.Issuer{{URL: iss, Account: account}},
 		Audiences:                    aud.Values(),
-		AllowInsecureLoopbackIssuers: u != nil && isLoopbackHost(u.Hostname()),
+		AllowInsecureLoopbackIssuers: u != nil && stsauth.IsLoopbackHost(u.Hostname()),
 		HTTPClient:                   client,
 		MeterProvider:                noop.NewMeterProvider(),
 		Logger:                       slog.New(slog.DiscardHandler),
@@ -604,17 +668,33 @@ func checkSignature(ctx context.Context, rep *doctorReport, name, tok, iss, acco
 	rep.pass(name, fmt.Sprintf("valid: signed by %s, for %v, account %s", c.Issuer, c.Audience, c.AWS.Account))
 }
 
-// stsFix maps an STS error to a detail line and its fix. caller is the
-// caller's ARN if known, for the policy fix.
+// stsFix maps an STS error, or the library's error wrapping one, to a
+// detail line and its fix. caller is the caller's ARN if known, for the
+// policy fix.
 func stsFix(err error, cfg *config, opts sts.Options, caller string, creds aws.Credentials, now time.Time) (detail, fix string) {
+	if errors.Is(err, stsauth.ErrCredentialsExpiring) {
+		// Known up front from the credentials' expiry, or after STS refused
+		// even the shortest token.
+		return err.Error(), sessionTooShortFix(creds)
+	}
 	var apiErr smithy.APIError
 	if !errors.As(err, &apiErr) {
 		endpoint := "the regional STS endpoint (sts." + opts.Region + ".amazonaws.com)"
 		if opts.BaseEndpoint != nil {
 			endpoint = *opts.BaseEndpoint
 		}
-		if errors.Is(err, context.DeadlineExceeded) {
+		var opErr *smithy.OperationError
+		var deserErr *smithy.DeserializationError
+		switch {
+		case errors.Is(err, context.Canceled):
+			return "interrupted before STS answered", "run stsproxy doctor again"
+		case errors.Is(err, context.DeadlineExceeded):
 			return "no answer from STS within " + doctorCallTimeout.String(), "check that " + endpoint + " is reachable: egress rules, a VPC endpoint for STS, or HTTPS_PROXY"
+		case !errors.As(err, &opErr), errors.As(err, &deserErr):
+			// The call returned, but not with a token the library takes:
+			// it checked the answer after the SDK (no OperationError), or
+			// the SDK could not read it.
+			return err.Error(), "the proxy refuses what " + endpoint + " answered, and would answer 502 token unavailable: check that it is AWS STS (AWS_ENDPOINT_URL_STS), and that nothing between here and it rewrites responses"
 		}
 		return err.Error(), "check that " + endpoint + " is reachable: egress rules, a VPC endpoint for STS, or HTTPS_PROXY"
 	}
@@ -630,11 +710,7 @@ func stsFix(err error, cfg *config, opts sts.Options, caller string, creds aws.C
 		fix = "attach this identity policy to " + who + " (stsproxy policy prints it for the same flags):\n" + policyFor(cfg) +
 			"\nIf it is attached, a service control policy, resource control policy, permissions boundary or VPC endpoint policy denies the call."
 	case "SessionDurationEscalationException":
-		fix = fmt.Sprintf("the credentials' session ends before even a %v token would", stsauth.MinDuration)
-		if creds.CanExpire {
-			fix += fmt.Sprintf(" (they expire at %s)", creds.Expires.UTC().Format(time.RFC3339))
-		}
-		fix += ": renew them, or use credentials with a longer session (a role's maximum session duration)"
+		fix = sessionTooShortFix(creds)
 	case "JWTPayloadSizeExceededException":
 		fix = "the token would be too large: send fewer or shorter --token-tag values, or fewer --token-audience values"
 	case "RegionDisabledException":
@@ -655,10 +731,14 @@ func stsFix(err error, cfg *config, opts sts.Options, caller string, creds aws.C
 	return detail, fix
 }
 
-// isSTSCode reports whether err is an STS error with the code.
-func isSTSCode(err error, code string) bool {
-	var apiErr smithy.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode() == code
+// sessionTooShortFix is the fix for credentials whose session ends before
+// even a token of stsauth.MinDuration would.
+func sessionTooShortFix(creds aws.Credentials) string {
+	fix := fmt.Sprintf("the credentials' session ends before even a %v token would", stsauth.MinDuration)
+	if creds.CanExpire {
+		fix += fmt.Sprintf(" (they expire at %s)", creds.Expires.UTC().Format(time.RFC3339))
+	}
+	return fix + ": renew them, or use credentials with a longer session (a role's maximum session duration)"
 }
 
 // policyFor returns the least-privilege policy for cfg as indented JSON, or

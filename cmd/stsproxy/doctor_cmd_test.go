@@ -27,11 +27,11 @@ type doerFunc func(*http.Request) (*http.Response, error)
 func (f doerFunc) Do(r *http.Request) (*http.Response, error) { return f(r) }
 
 // tokenRE finds the token in a GetWebIdentityToken response.
-var tokenRE = regexp.MustCompile(`<WebIdentityToken>([^.<]+\.[^.<]+\.)([^<]+)</WebIdentityToken>`)
+var tokenRE = regexp.MustCompile(`<WebIdentityToken>([^<]*)</WebIdentityToken>`)
 
-// tamperSignature returns an HTTP client that changes one character of the
-// signature of every token STS returns through next.
-func tamperSignature(next sts.HTTPClient) sts.HTTPClient {
+// rewriteTokens returns an HTTP client that replaces every token STS
+// returns through next with f(token).
+func rewriteTokens(next sts.HTTPClient, f func(string) string) sts.HTTPClient {
 	return doerFunc(func(r *http.Request) (*http.Response, error) {
 		resp, err := next.Do(r)
 		if err != nil || resp.StatusCode != http.StatusOK {
@@ -43,20 +43,27 @@ func tamperSignature(next sts.HTTPClient) sts.HTTPClient {
 			return nil, err
 		}
 		body = tokenRE.ReplaceAllFunc(body, func(m []byte) []byte {
-			sub := tokenRE.FindSubmatch(m)
-			sig := []byte(string(sub[2]))
-			i := len(sig) / 2
-			if sig[i] == 'A' {
-				sig[i] = 'B'
-			} else {
-				sig[i] = 'A'
-			}
-			return []byte("<WebIdentityToken>" + string(sub[1]) + string(sig) + "</WebIdentityToken>")
+			return []byte("<WebIdentityToken>" + f(string(tokenRE.FindSubmatch(m)[1])) + "</WebIdentityToken>")
 		})
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 		resp.ContentLength = int64(len(body))
 		resp.Header.Del("Content-Length")
 		return resp, nil
+	})
+}
+
+// tamperSignature returns an HTTP client that changes one character of the
+// signature of every token STS returns through next.
+func tamperSignature(next sts.HTTPClient) sts.HTTPClient {
+	return rewriteTokens(next, func(tok string) string {
+		sig := []byte(tok[strings.LastIndexByte(tok, '.')+1:])
+		i := len(sig) / 2
+		if sig[i] == 'A' {
+			sig[i] = 'B'
+		} else {
+			sig[i] = 'A'
+		}
+		return tok[:strings.LastIndexByte(tok, '.')+1] + string(sig)
 	})
 }
 
@@ -72,8 +79,9 @@ type doctorCase struct {
 	// want maps a check name prefix to its wanted status and, for a
 	// failure, a substring of its fix.
 	want map[string][2]string
-	// detail maps a check name prefix to a substring of its detail.
-	detail map[string]string
+	// detail maps a check name prefix to a substring of its detail, and
+	// noDetail to one its detail must not hold.
+	detail, noDetail map[string]string
 }
 
 func TestDoctor(t *testing.T) {
@@ -113,11 +121,29 @@ func TestDoctor(t *testing.T) {
           ]`}}},
 		{name: "access denied names the caller", args: audArgs, code: 1, setup: failing("AccessDenied"),
 			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "attach this identity policy to the role or user behind arn:aws:sts::123456789012:assumed-role/ststest/ststest-session"}}},
-		{name: "session shorter than the token: shorter tokens, as the proxy gets", args: audArgs, code: 0,
+		{name: "session shorter than the token: tokens fitted to it, as the proxy gets", args: audArgs, code: 0,
 			setup: func(s *ststest.Server) { s.SetSessionExpiry(time.Now().Add(20 * time.Minute)) },
 			want: map[string][2]string{"credentials": {statusPass}, "GetWebIdentityToken": {statusPass},
 				"token claims": {statusPass}, "token signature": {statusPass}},
-			detail: map[string]string{"GetWebIdentityToken": "so the proxy gets 15m0s tokens", "token claims": "lifetime 15m0s"}},
+			detail:   map[string]string{"GetWebIdentityToken": "before a --token-duration 1h0m0s token would end, so the proxy asks for tokens that end a minute before them (18m"},
+			noDetail: map[string]string{"GetWebIdentityToken": "refused"}},
+		{name: "session expiry unknown up front: shorter tokens after a refused call", args: audArgs, code: 0,
+			setup: func(s *ststest.Server) { s.SetSessionExpiry(time.Now().Add(20 * time.Minute)) },
+			opt: func(o *sts.Options, _ *ststest.Server) {
+				inner := o.Credentials
+				o.Credentials = aws.CredentialsProviderFunc(func(ctx context.Context) (aws.Credentials, error) {
+					c, err := inner.Retrieve(ctx)
+					c.CanExpire, c.Expires = false, time.Time{}
+					return c, err
+				})
+			},
+			want: map[string][2]string{"GetWebIdentityToken": {statusPass}, "token claims": {statusPass}, "token signature": {statusPass}},
+			detail: map[string]string{"GetWebIdentityToken": "STS refused --token-duration 1h0m0s because the credentials' session ends sooner, so the proxy gets 15m0s tokens after a refused call",
+				"token claims": "lifetime 15m0s"}},
+		{name: "STS mints shorter tokens than asked", args: audArgs, code: 1,
+			setup:  func(s *ststest.Server) { s.SetTokenLifetime(10 * time.Minute) },
+			want:   map[string][2]string{"GetWebIdentityToken": {statusPass}, "token claims": {statusFail, "points at AWS STS"}},
+			detail: map[string]string{"token claims": "lifetime 10m0s is shorter than the requested 1h0m0s"}},
 		{name: "session ending within a minute", args: audArgs, code: 1,
 			setup: func(s *ststest.Server) { s.SetSessionExpiry(time.Now().Add(50 * time.Second)) },
 			want:  map[string][2]string{"credentials": {statusPass}, "GetWebIdentityToken": {statusFail, "renew them, or use credentials with a longer session"}}},
@@ -142,6 +168,13 @@ func TestDoctor(t *testing.T) {
 			opt: func(o *sts.Options, _ *ststest.Server) { o.HTTPClient = tamperSignature(o.HTTPClient) },
 			want: map[string][2]string{"token claims": {statusPass}, "issuer keys": {statusPass},
 				"token signature": {statusFail, "not signed by a key its issuer publishes"}}},
+		{name: "malformed token from STS", args: audArgs, code: 1,
+			opt: func(o *sts.Options, _ *ststest.Server) {
+				o.HTTPClient = rewriteTokens(o.HTTPClient, func(string) string { return "not a token" })
+			},
+			want: map[string][2]string{"caller identity": {statusPass},
+				"GetWebIdentityToken": {statusFail, "the proxy refuses what"}, "token claims": {statusSkip}},
+			detail: map[string]string{"GetWebIdentityToken": "not a compact JWS"}},
 		{name: "any host allowed: no audience to test", args: []string{"--allowed-hosts", "*"}, code: 1,
 			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "--token-audience"}}},
 		{name: "no audience to test", code: 1,
@@ -175,6 +208,10 @@ func TestDoctor(t *testing.T) {
 			for prefix, want := range tc.detail {
 				c, _ := findCheck(rep, prefix)
 				assert.Contains(t, c.Detail, want, "detail of %q", prefix)
+			}
+			for prefix, unwanted := range tc.noDetail {
+				c, _ := findCheck(rep, prefix)
+				assert.NotContains(t, c.Detail, unwanted, "detail of %q", prefix)
 			}
 			assert.NotRegexp(t, `eyJ[A-Za-z0-9_-]+\.eyJ`, text, "a token in the output")
 		})
