@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,9 +203,22 @@ func newTestSource(t *testing.T, opts ...Option) (*TokenSource, *fakeSTS, *fakeC
 	return ts, fake, clock
 }
 
-// settle waits for background refreshes started so far to finish. Tests call
-// it only when no other goroutine is calling the source.
-func settle(ts *TokenSource) { ts.wg.Wait() }
+// settle waits, without sleeping, until no fetch or refresh of ts runs and
+// its scheduler, if started, sleeps having seen every change (see isQuiet),
+// or ts is closed and idle. Tests call it only when no other goroutine is
+// calling the source.
+func settle(ts *TokenSource) {
+	// Not ts.wg.Wait: the scheduler may start a refresh (wg.Add from zero)
+	// while the test waits, which a WaitGroup forbids, and a refresh the
+	// scheduler is about to start is work the test must wait for too.
+	deadline := time.Now().Add(30 * time.Second)
+	for !isQuiet(ts) && !(ts.closed.Load() && ts.tracked.Load() == 0) {
+		if time.Now().After(deadline) {
+			panic("settle: the token source did not become quiet in 30 s")
+		}
+		runtime.Gosched()
+	}
+}
 
 var apiAudience = MustAudience("https://api.example.com")
 
