@@ -97,8 +97,8 @@ type proxyMetrics struct {
 	active         metric.Int64UpDownCounter
 	clientDuration metric.Float64Histogram
 
-	serverOpts sync.Map // serverKey → metric.RecordOption
-	clientOpts sync.Map // clientKey → metric.RecordOption
+	serverOpts sync.Map // serverKey → []metric.RecordOption
+	clientOpts sync.Map // clientKey → []metric.RecordOption
 
 	addrMu sync.Mutex          // guards addrs
 	addrs  map[string]struct{} // upstream host[:port] values with their own label
@@ -130,7 +130,7 @@ func (m *proxyMetrics) serverStart(ctx context.Context) func(method string, stat
 	m.active.Add(ctx, 1)
 	return func(method string, status int, d time.Duration) {
 		m.active.Add(ctx, -1)
-		m.serverDuration.Record(ctx, d.Seconds(), m.serverAttrs(method, status))
+		m.serverDuration.Record(ctx, d.Seconds(), m.serverAttrs(method, status)...)
 	}
 }
 
@@ -140,65 +140,93 @@ type serverKey struct {
 	status string // bounded
 }
 
-// serverAttrs returns the attribute option for a method and status, built
+// serverAttrs returns the record options for a method and status, built
 // once per distinct pair: building an attribute set sorts and allocates, and
-// would otherwise be paid by every request. The pairs are bounded, since
-// methods are (see boundedMethod) and so are status labels (boundedStatus).
-func (m *proxyMetrics) serverAttrs(method string, status int) metric.RecordOption {
+// would otherwise be paid by every request (as would the variadic slice, had
+// it returned one option). The pairs are bounded, since methods are (see
+// boundedMethod) and so are status labels (boundedStatus).
+func (m *proxyMetrics) serverAttrs(method string, status int) []metric.RecordOption {
 	key := serverKey{boundedMethod(method), boundedStatus(status)}
-	if opt, ok := m.serverOpts.Load(key); ok {
-		return opt.(metric.RecordOption)
+	if opts, ok := m.serverOpts.Load(key); ok {
+		return opts.([]metric.RecordOption)
 	}
-	opt := metric.WithAttributeSet(attribute.NewSet(
+	opts := []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(
 		attribute.String("http.request.method", key.method),
 		attribute.String("http.response.status_code", key.status),
-	))
-	m.serverOpts.Store(key, opt)
-	return opt
+	))}
+	m.serverOpts.Store(key, opts)
+	return opts
 }
 
-// clientKey identifies one set of client-duration attributes.
+// clientKey identifies one set of client-duration attributes. It holds two
+// strings, not five: every request hashes it, and the scheme matters only
+// through its default port, token_result and error_type only through the
+// outcome.
 type clientKey struct {
-	method      string // bounded
-	scheme      string
-	host        string // the request URL's host[:port]
-	tokenResult string
-	errorType   string // "" on success
+	host    string  // the request URL's host[:port]
+	method  string  // bounded
+	port    uint16  // the scheme's default port (defaultPort), or 0
+	outcome outcome // token_result and error_type
 }
 
-// clientAttrs returns the attribute option of an outbound request, built once
+// outcome is how an outbound request ended: its token_result and, on a
+// network failure, its error_type.
+type outcome uint8
+
+const (
+	outcomeOK            outcome = iota // a response came back
+	outcomeFetchError                   // STS gave no token
+	outcomeResolverError                // no audience could be derived
+	outcomeTimeout                      // network failure: timeout
+	outcomeRefused                      // network failure: connection refused
+	outcomeUnknown                      // any other network failure
+)
+
+// outcomeAttrs are the token_result and error_type values of each outcome,
+// as in the proxy stsproxy replaces; error_type is "" when there is none.
+var outcomeAttrs = [...]struct{ tokenResult, errorType string }{
+	outcomeOK:            {tokenResultOK, ""},
+	outcomeFetchError:    {tokenResultFetchError, ""},
+	outcomeResolverError: {tokenResultResolverError, ""},
+	outcomeTimeout:       {tokenResultOK, "timeout"},
+	outcomeRefused:       {tokenResultOK, "connection_refused"},
+	outcomeUnknown:       {tokenResultOK, "unknown"},
+}
+
+// clientAttrs returns the record options of an outbound request, built once
 // per distinct key: method, server_address, server_port (only when not the
 // scheme's default), error_type (only on failure) and token_result. Keys are
 // bounded since every part is: host by the cap on labelled addresses, the
-// rest by construction.
-func (m *proxyMetrics) clientAttrs(method, scheme, host, tokenResult, errorType string) metric.RecordOption {
-	key := clientKey{boundedMethod(method), scheme, host, tokenResult, errorType}
-	if opt, ok := m.clientOpts.Load(key); ok {
-		return opt.(metric.RecordOption) // host has a label of its own
+// rest by construction. It returns a slice, not one option, so that passing
+// it to Record allocates no variadic slice per request.
+func (m *proxyMetrics) clientAttrs(method, scheme, host string, o outcome) []metric.RecordOption {
+	key := clientKey{host, boundedMethod(method), defaultPort(scheme), o}
+	if opts, ok := m.clientOpts.Load(key); ok {
+		return opts.([]metric.RecordOption) // host has a label of its own
 	}
 	if key.host = m.boundedHost(host); key.host == otherServerAddress {
-		if opt, ok := m.clientOpts.Load(key); ok {
-			return opt.(metric.RecordOption)
+		if opts, ok := m.clientOpts.Load(key); ok {
+			return opts.([]metric.RecordOption)
 		}
 	}
 	attrs := []attribute.KeyValue{
 		attribute.String("http.request.method", key.method),
-		attribute.String("token_result", tokenResult),
+		attribute.String("token_result", outcomeAttrs[o].tokenResult),
 	}
 	if key.host == otherServerAddress {
 		attrs = append(attrs, attribute.String("server.address", otherServerAddress))
 	} else if h, p, err := stsauth.SplitHostPort(key.host); err == nil {
 		attrs = append(attrs, attribute.String("server.address", h))
-		if port, err := strconv.Atoi(p); err == nil && port != defaultPort(scheme) {
+		if port, err := strconv.Atoi(p); err == nil && port != int(key.port) {
 			attrs = append(attrs, attribute.Int("server.port", port))
 		}
 	}
-	if errorType != "" {
-		attrs = append(attrs, attribute.String("error.type", errorType))
+	if et := outcomeAttrs[o].errorType; et != "" {
+		attrs = append(attrs, attribute.String("error.type", et))
 	}
-	opt := metric.WithAttributeSet(attribute.NewSet(attrs...))
-	m.clientOpts.Store(key, opt)
-	return opt
+	opts := []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs...))}
+	m.clientOpts.Store(key, opts)
+	return opts
 }
 
 // boundedHost returns host if it has, or may still get, its own label, else
@@ -217,7 +245,7 @@ func (m *proxyMetrics) boundedHost(host string) string {
 }
 
 // defaultPort returns the port a scheme implies, or 0.
-func defaultPort(scheme string) int {
+func defaultPort(scheme string) uint16 {
 	switch scheme {
 	case "http":
 		return 80
@@ -277,35 +305,35 @@ type instrumentedTransport struct {
 func (t *instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	res, err := t.next.RoundTrip(req)
-	tokenResult, errorType := tokenResultOK, ""
+	o := outcomeOK
 	switch {
 	case err == nil:
 	case isTokenError(err):
-		tokenResult = tokenResultFetchError
+		o = outcomeFetchError
 	case isResolverError(err):
-		tokenResult = tokenResultResolverError
+		o = outcomeResolverError
 	case errors.Is(err, stsauth.ErrHostNotAllowed):
 		return res, err
 	default:
-		errorType = classifyNetError(err)
+		o = classifyNetError(err)
 	}
 	t.metrics.clientDuration.Record(req.Context(), time.Since(start).Seconds(),
-		t.metrics.clientAttrs(req.Method, req.URL.Scheme, req.URL.Host, tokenResult, errorType))
+		t.metrics.clientAttrs(req.Method, req.URL.Scheme, req.URL.Host, o)...)
 	return res, err
 }
 
-// classifyNetError returns the error_type of a failed upstream request, in
-// the vocabulary of the proxy stsproxy replaces: timeout,
+// classifyNetError returns the outcome of a failed upstream request, in
+// the error_type vocabulary of the proxy stsproxy replaces: timeout,
 // connection_refused or unknown.
-func classifyNetError(err error) string {
+func classifyNetError(err error) outcome {
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
+		return outcomeTimeout
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection_refused"
+		return outcomeRefused
 	}
-	return "unknown"
+	return outcomeUnknown
 }
 
 // isTokenError reports whether err is the library's failure to get a token.
