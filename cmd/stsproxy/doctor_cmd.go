@@ -263,7 +263,7 @@ func diagnose(ctx context.Context, cfg *config, getenv func(string) string, deps
 	})
 	var caller, account string
 	if identErr != nil {
-		detail, fix := stsFix(identErr, cfg, opts, "", creds, deps.now())
+		detail, fix := stsFix(identErr, cfg, opts, "", creds)
 		rep.fail("caller identity", detail, fix)
 	} else {
 		caller, account = aws.ToString(ident.Arn), aws.ToString(ident.Account)
@@ -370,7 +370,7 @@ func checkToken(ctx context.Context, rep *doctorReport, cfg *config, client *sts
 	defer ts.Close()
 	t, err := bounded(ctx, func(ctx context.Context) (stsauth.Token, error) { return ts.Token(ctx, aud) })
 	if err != nil {
-		detail, fix := stsFix(err, cfg, opts, caller, creds, deps.now())
+		detail, fix := stsFix(err, cfg, opts, caller, creds)
 		rep.fail(name("GetWebIdentityToken"), detail, fix)
 		skipRest("needs a token")
 		return
@@ -671,7 +671,7 @@ func checkSignature(ctx context.Context, rep *doctorReport, name, tok, iss, acco
 // stsFix maps an STS error, or the library's error wrapping one, to a
 // detail line and its fix. caller is the caller's ARN if known, for the
 // policy fix.
-func stsFix(err error, cfg *config, opts sts.Options, caller string, creds aws.Credentials, now time.Time) (detail, fix string) {
+func stsFix(err error, cfg *config, opts sts.Options, caller string, creds aws.Credentials) (detail, fix string) {
 	if errors.Is(err, stsauth.ErrCredentialsExpiring) {
 		// Known up front from the credentials' expiry, or after STS refused
 		// even the shortest token.
