@@ -269,6 +269,7 @@ func TestRunExitCodes(t *testing.T) {
 		{"help", []string{"--help"}, nil, 0, "Usage: stsproxy", nil},
 		{"version", []string{"--version"}, nil, 0, "stsproxy ", nil},
 		{"version subcommand", []string{"version"}, map[string]string{"UPSTREAM_SCHEME": "gopher"}, 0, "stsproxy ", nil},
+		{"version help", []string{"version", "--help"}, nil, 0, "Usage: stsproxy version", nil},
 		{"version subcommand argument", []string{"version", "--short"}, nil, 2, "",
 			[]string{"stsproxy: version: unexpected argument \"--short\"\nRun 'stsproxy --help' for usage.\n"}},
 		{"token without audience", []string{"token"}, nil, 2, "",

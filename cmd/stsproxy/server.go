@@ -92,6 +92,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // runVersion implements "stsproxy version", the same as --version.
 func runVersion(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprintln(stdout, "Usage: stsproxy version\n\nPrints the version of stsproxy, as --version does.")
+		return 0
+	}
 	if len(args) > 0 {
 		return configError(stderr, proxyCommand, fmt.Sprintf("version: unexpected argument %q", args[0]))
 	}
