@@ -249,7 +249,7 @@ func diagnose(ctx context.Context, cfg *config, getenv func(string) string, deps
 		return rep
 	}
 
-	creds, credsOK := checkCredentials(ctx, &rep, opts, cfg, deps.now())
+	creds, credsOK := checkCredentials(ctx, &rep, opts, deps.now())
 	if !regionOK || !credsOK {
 		rep.skip("caller identity", "needs a region and credentials")
 		rep.skip("GetWebIdentityToken", "needs a region and credentials")
@@ -291,7 +291,7 @@ func bounded[T any](ctx context.Context, f func(context.Context) (T, error)) (T,
 
 // checkCredentials retrieves the credentials and reports their source and
 // expiry.
-func checkCredentials(ctx context.Context, rep *doctorReport, opts sts.Options, cfg *config, now time.Time) (aws.Credentials, bool) {
+func checkCredentials(ctx context.Context, rep *doctorReport, opts sts.Options, now time.Time) (aws.Credentials, bool) {
 	const fix = "give the proxy AWS credentials: on EKS, EKS Pod Identity or IRSA for its service account; on ECS, a task role; on EC2, an instance profile; elsewhere AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
 	if opts.Credentials == nil {
 		rep.fail("credentials", "no credentials provider", fix)
