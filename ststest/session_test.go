@@ -81,8 +81,10 @@ func sessionExpClaim(t *testing.T, token string) string {
 func TestThrottle(t *testing.T) {
 	t.Parallel()
 	clock := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	s := newTestServer(t, func(s *Server) { s.Now = clock.Now })
-	s.SetThrottle(2, 3)
+	s := newTestServer(t, func(s *Server) {
+		s.Now = clock.Now
+		s.SetThrottle(2, 3) // before Start, where there is no clock yet
+	})
 	call := func() string {
 		_, err := s.Client(noRetry).GetWebIdentityToken(t.Context(), input("ES384", "https://api.example.com"))
 		if err == nil {

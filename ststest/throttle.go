@@ -19,7 +19,7 @@ type throttle struct {
 	rate   float64    // tokens per second; 0: no throttle
 	burst  float64
 	tokens float64
-	last   time.Time
+	last   time.Time // of the last refill; zero until the first call
 
 	rejected atomic.Int64
 }
@@ -29,13 +29,16 @@ type throttle struct {
 // whole server, as STS throttles an account. A call over the limit is
 // answered with the error code Throttling (HTTP 400, "Rate exceeded"), as
 // STS does, before any other fault or validation. The bucket starts full.
-// rate <= 0 removes the throttle; burst < 1 means 1.
+// rate <= 0 removes the throttle; burst < 1 means 1. It may be called before
+// [Server.Start].
 func (s *Server) SetThrottle(rate float64, burst int) {
 	t := &s.throttle
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// The clock is not read here: before Start there is none yet. A full
+	// bucket has nothing to refill, so refilling starts at the first call.
 	t.rate, t.burst = max(rate, 0), float64(max(burst, 1))
-	t.tokens, t.last = t.burst, s.now()
+	t.tokens, t.last = t.burst, time.Time{}
 }
 
 // Throttled returns how many GetWebIdentityToken calls the throttle of
@@ -52,7 +55,9 @@ func (s *Server) throttled(w http.ResponseWriter) bool {
 		return false
 	}
 	now := s.now()
-	if elapsed := now.Sub(t.last).Seconds(); elapsed > 0 {
+	if t.last.IsZero() {
+		t.last = now
+	} else if elapsed := now.Sub(t.last).Seconds(); elapsed > 0 {
 		t.tokens = min(t.burst, t.tokens+elapsed*t.rate)
 		t.last = now
 	}
