@@ -43,8 +43,13 @@
 //
 // Faults are injected with [Server.FailNext], [Server.FailAll],
 // [Server.SetLatency], [Server.Hold] and [Server.SetTokenLifetime], and are
-// cleared with [Server.Reset]. [Server.Calls] and [Server.CallsFor] report how
-// many GetWebIdentityToken requests arrived.
+// cleared with [Server.Reset]. [Server.SetThrottle] rate-limits calls as STS
+// throttles an account, and [Server.SetSessionExpiry] makes the caller's
+// credentials a session that tokens may not outlive. [Server.Calls] and
+// [Server.CallsFor] report how many GetWebIdentityToken requests arrived.
+//
+// GetCallerIdentity is answered too ([Server.CallerARN]), with its own fault
+// switch, [Server.FailCallerIdentity], so setup checks can be tested.
 //
 // For verifiers: the JWKS has AWS's shape (key IDs RSA_<n> and EC384_<n>, no
 // alg on the RSA key); [Server.Rotate] switches to new keys while keeping the

@@ -330,9 +330,11 @@ func (s *Server) Hold() (release func()) {
 	}
 }
 
-// Reset clears every fault: FailNext, FailAll, latency, the token lifetime
-// override, the JWKS status and holds, releasing the calls they block. It does not reset the
-// call counters.
+// Reset clears the injected faults: FailNext, FailAll, latency, the token
+// lifetime override, the JWKS status, FailCallerIdentity and holds,
+// releasing the calls they block. It keeps the throttle
+// ([Server.SetThrottle]), the session expiry ([Server.SetSessionExpiry]),
+// the keys and the call counters.
 func (s *Server) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -124,9 +124,6 @@ type claims struct {
 // awsClaims are the AWS-specific claims under the "https://sts.amazonaws.com/"
 // namespace. Request tags are custom claims under request_tags, as real STS
 // does.
-//
-// original_session_exp (the expiry of the calling session, an RFC 3339
-// string) belongs here too; it is set with the session-expiry emulation.
 type awsClaims struct {
 	AWSAccount          string            `json:"aws_account"`
 	SourceRegion        string            `json:"source_region"`
