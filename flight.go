@@ -70,7 +70,7 @@ func (ts *TokenSource) fetchWait(ctx context.Context, e *entry) (Token, error) {
 				ts.finish(e, f, nil, errAbandoned)
 				return Token{}, &TokenError{Audience: e.aud, Err: ctx.Err()}
 			}
-			ts.launch(e, f, context.WithoutCancel(ctx))
+			ts.launch(e, f, context.WithoutCancel(ctx), false)
 		}
 		select {
 		case <-f.done:
@@ -137,11 +137,15 @@ func (b *sourceBackoff) admit(now time.Time) (probe bool, err error) {
 }
 
 // launch runs the fetch of flight f, whose slot its caller holds, in a
-// goroutine that Close waits for.
-func (ts *TokenSource) launch(e *entry, f *flight, parent context.Context) {
+// goroutine that Close waits for. A background refresh (refresh) that fails
+// is counted as a refresh failure.
+func (ts *TokenSource) launch(e *entry, f *flight, parent context.Context, refresh bool) {
 	ok := ts.goTracked(func() {
 		c, err := ts.fetch(parent, e, f.trigger)
 		<-ts.slots
+		if refresh && err != nil && err != ErrClosed {
+			ts.metrics.refreshFailures.Add(ts.stop, 1, e.attrs.add...)
+		}
 		ts.finish(e, f, c, err)
 	})
 	if !ok {
@@ -182,25 +186,8 @@ func (ts *TokenSource) refreshAhead(e *entry, now time.Time, trigger refreshTrig
 		<-ts.slots
 		return false
 	}
-	ts.launchRefresh(e, f)
+	ts.launch(e, f, ts.stop, true)
 	return true
-}
-
-// launchRefresh runs a background refresh: like launch, and a failure is
-// counted as a refresh failure.
-func (ts *TokenSource) launchRefresh(e *entry, f *flight) {
-	ok := ts.goTracked(func() {
-		c, err := ts.fetch(ts.stop, e, f.trigger)
-		<-ts.slots
-		if err != nil && err != ErrClosed {
-			ts.metrics.refreshFailures.Add(ts.stop, 1, e.attrs.add...)
-		}
-		ts.finish(e, f, c, err)
-	})
-	if !ok {
-		<-ts.slots
-		ts.finish(e, f, nil, ErrClosed)
-	}
 }
 
 // recordFailure counts a failed fetch for e and sets when the next may run:
