@@ -6,7 +6,6 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"strings"
 
 	"github.com/stsauth/stsauth"
 )
@@ -81,14 +80,13 @@ func policyParams(cfg *config) (stsauth.PolicyParams, []string, error) {
 		notes = append(notes, fmt.Sprintf("no --token-audience: every token is for the pinned upstream's origin %s", p.Audiences[0]))
 	case cfg.allowedHosts != nil:
 		for _, h := range cfg.allowedHosts {
-			host, _, err := stsauth.SplitHostPort(h)
+			// The origin HostAudience derives for this host; a wildcard
+			// "*.suffix" stays one, for StringLike.
+			aud, err := stsauth.OriginAudience(cfg.upstreamScheme, h)
 			if err != nil {
 				return p, nil, fmt.Errorf("allowed host %q: %w", h, err)
 			}
-			if strings.Contains(host, ":") {
-				host = "[" + host + "]"
-			}
-			p.AudiencePatterns = append(p.AudiencePatterns, cfg.upstreamScheme+"://"+strings.ToLower(host))
+			p.AudiencePatterns = append(p.AudiencePatterns, aud.Values()[0])
 		}
 		notes = append(notes, "audiences are dynamic (derived from each request's upstream host): the policy allows the origins of --allowed-hosts")
 	default:
