@@ -27,12 +27,13 @@ const (
 	maxIdleConns        = 256
 )
 
-// Response bodies of the errors the proxy itself answers. They are fixed
-// strings so no upstream or token detail ever reaches the client.
+// Response bodies of the errors the proxy itself answers (http.Error adds
+// the newline). They are fixed strings so no upstream or token detail ever
+// reaches the client.
 const (
-	bodyTokenUnavailable = "token unavailable\n"
-	bodyBadGateway       = "bad gateway\n"
-	bodyGatewayTimeout   = "gateway timeout\n"
+	bodyTokenUnavailable = "token unavailable"
+	bodyBadGateway       = "bad gateway"
+	bodyGatewayTimeout   = "gateway timeout"
 )
 
 // requestState carries per-request facts from ServeHTTP to the Rewrite,
@@ -172,10 +173,10 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		if ok, suppressed := p.tokenErrLog.allow(); ok {
 			p.log.Error("token unavailable", "target", st.target, "error", err.Error(), "suppressed", suppressed)
 		}
-		http.Error(w, strings.TrimSuffix(bodyTokenUnavailable, "\n"), http.StatusBadGateway)
+		http.Error(w, bodyTokenUnavailable, http.StatusBadGateway)
 	case errors.As(err, &badStatus):
 		p.log.Warn("upstream answered an invalid status code", "target", st.target, "status", badStatus.code)
-		http.Error(w, strings.TrimSuffix(bodyBadGateway, "\n"), http.StatusBadGateway)
+		http.Error(w, bodyBadGateway, http.StatusBadGateway)
 	case errors.Is(err, stsauth.ErrCleartext):
 		p.log.Warn("refusing to send a token in clear text", "target", st.target, "error", err.Error())
 		http.Error(w, fmt.Sprintf("refusing to send a token to upstream host %q in clear text", st.target), http.StatusForbidden)
@@ -188,10 +189,10 @@ func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		w.WriteHeader(http.StatusBadGateway)
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
 		p.log.Warn("upstream timeout", "target", st.target, "error", err.Error())
-		http.Error(w, strings.TrimSuffix(bodyGatewayTimeout, "\n"), http.StatusGatewayTimeout)
+		http.Error(w, bodyGatewayTimeout, http.StatusGatewayTimeout)
 	default:
 		p.log.Warn("upstream request failed", "target", st.target, "error", err.Error())
-		http.Error(w, strings.TrimSuffix(bodyBadGateway, "\n"), http.StatusBadGateway)
+		http.Error(w, bodyBadGateway, http.StatusBadGateway)
 	}
 }
 
