@@ -398,7 +398,8 @@ func (ts *TokenSource) goTracked(f func()) bool {
 // e.state, or the failure and the backoff that follows it. parent supplies
 // values such as trace context; its cancellation is ignored, because the
 // result is shared by callers that may still be waiting. The call has its own
-// timeout and ends early only when the source is closed.
+// timeout and ends early only when the source is closed, failing with
+// [ErrClosed] and recording no failure.
 func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTrigger) (*cached, error) {
 	// fetch runs in a goroutine of goTracked, which Close waits for.
 	if ts.closed.Load() {
@@ -427,6 +428,11 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 	}
 	if err == nil && !start.Add(lifetime).After(now) {
 		err = fmt.Errorf("STS returned a token of %v that the %v fetch outlasted", lifetime, now.Sub(start))
+	}
+	if err != nil && ts.stop.Err() != nil {
+		// Close cancelled the call: the source is shutting down, not
+		// failing, so there is nothing to log, count or back off from.
+		return nil, ErrClosed
 	}
 	ts.metrics.recordFetch(ctx, e.attrs, now.Sub(start), err)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.uber.org/goleak"
 )
 
@@ -517,6 +518,37 @@ func TestCloseStopsBackgroundWork(t *testing.T) {
 
 	_, err = ts.Token(ctx, apiAudience)
 	require.ErrorIs(t, err, ErrClosed)
+}
+
+// A refresh that Close cancels is shutdown, not an STS failure: no warning,
+// no refresh failure, and waiting callers see ErrClosed.
+func TestCloseIsNotAFetchFailure(t *testing.T) {
+	var logged bytes.Buffer
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	ts, fake, clock := newTestSource(t, WithLogger(slog.New(slog.NewTextHandler(&logged, nil))), WithMeterProvider(mp))
+	ctx := context.Background()
+	_, err := ts.Token(ctx, apiAudience)
+	require.NoError(t, err)
+
+	started := make(chan struct{}, 2)
+	fake.set(func(f *fakeSTS) { f.gate, f.started = make(chan struct{}), started })
+	clock.Advance(58 * time.Minute)
+	_, err = ts.Token(ctx, apiAudience) // starts a background refresh
+	require.NoError(t, err)
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := ts.Token(ctx, distinctAudience(1)) // waits for its first token
+		waiting <- err
+	}()
+	<-started
+	<-started
+
+	require.NoError(t, ts.Close())
+	require.ErrorIs(t, <-waiting, ErrClosed)
+	assert.NotContains(t, logged.String(), "fetch failed")
+	assert.Zero(t, total(collect(t, reader)["token.refresh.failure.count"]))
 }
 
 func TestTokenNeverShowsItsJWT(t *testing.T) {
