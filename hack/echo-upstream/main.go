@@ -2,7 +2,7 @@
 // request's Host and whether it carries an Authorization header, with the
 // decoded JWT header and claims when it is a bearer token (never the
 // signature), and answers with the request's method, path and headers as
-// JSON.
+// JSON (an Authorization value only as its scheme and length).
 //
 // When the token's issuer (iss) is a loopback URL, as with stsproxy
 // --local-sts, it also verifies the token with package verify: it fetches
@@ -123,7 +123,7 @@ type echo struct {
 // handler logs and echoes each request, verifying a bearer JWT with v.
 func handler(log *slog.Logger, v *verifier) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e := echo{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host, Headers: r.Header}
+		e := echo{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host, Headers: redactAuthorization(r.Header)}
 		attrs := []any{"method", r.Method, "host", r.Host, "path", r.URL.Path}
 		auth := r.Header.Get("Authorization")
 		attrs = append(attrs, "authorization", auth != "")
@@ -143,6 +143,23 @@ func handler(log *slog.Logger, v *verifier) http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(e)
 	})
+}
+
+// redactAuthorization returns a copy of h whose Authorization values keep
+// only their scheme and length: the answer goes back through the proxy to
+// the client, which must not get the token (its claims are in jwt_claims).
+func redactAuthorization(h http.Header) http.Header {
+	vals := h.Values("Authorization")
+	if len(vals) == 0 {
+		return h
+	}
+	h = h.Clone()
+	h.Del("Authorization")
+	for _, v := range vals {
+		scheme, _, _ := strings.Cut(v, " ")
+		h.Add("Authorization", fmt.Sprintf("%s [redacted, %d bytes]", scheme, len(v)))
+	}
+	return h
 }
 
 // decodeBearer decodes the header and claims of a "Bearer <jwt>" value. The

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -41,6 +42,8 @@ func TestHandlerEchoesAndNeverLogsSignature(t *testing.T) {
 	assert.Equal(t, "/a/b", got.Path)
 	assert.Equal(t, "q=1", got.Query)
 	assert.Equal(t, []string{"v"}, got.Headers["X-Test"])
+	assert.Equal(t, []string{fmt.Sprintf("Bearer [redacted, %d bytes]", len("Bearer "+jwt))}, got.Headers["Authorization"],
+		"the answer goes back to the client: never the token")
 	assert.Contains(t, logs.String(), `"authorization":true`)
 	assert.Contains(t, logs.String(), `"aud":"x"`)
 	assert.False(t, strings.Contains(logs.String(), signature), "log has the signature: %s", logs.String())
