@@ -90,8 +90,9 @@ func WithDuration(d time.Duration) Option {
 
 // WithRefreshSkew sets how long before a token's expiry the background
 // refresh starts; it must be positive and shorter than the duration. The
-// default is [DefaultRefreshSkew], or half the duration when that is 10
-// minutes or less and no skew is set.
+// default is [DefaultRefreshSkew], or half the duration when no skew is set
+// and the duration is not longer than DefaultRefreshSkew (a 2-minute token
+// is refreshed 1 minute before it expires).
 func WithRefreshSkew(d time.Duration) Option {
 	return func(c *config) { c.skew, c.skewSet = d, true }
 }
