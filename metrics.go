@@ -86,11 +86,17 @@ func (c *stripedCounter) Load() int64 {
 	return n
 }
 
-func newMetrics(mp metric.MeterProvider, cachedAudiences func() int64) (*metrics, error) {
+// meterOf returns this package's meter on mp, or on the global provider if
+// mp is nil.
+func meterOf(mp metric.MeterProvider) metric.Meter {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	meter := mp.Meter(instrumentationName, metric.WithInstrumentationVersion(moduleVersion()))
+	return mp.Meter(instrumentationName, metric.WithInstrumentationVersion(moduleVersion()))
+}
+
+func newMetrics(mp metric.MeterProvider, cachedAudiences func() int64) (*metrics, error) {
+	meter := meterOf(mp)
 	m := &metrics{labels: make(map[string]*audienceAttrs)}
 	var err error
 	counter := func(name, desc string) metric.Int64Counter {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -29,10 +28,7 @@ type expiryObservation struct {
 // newLifecycleMetrics sets up the instruments; expiries is called at each
 // collection for the time left on every cached token.
 func newLifecycleMetrics(mp metric.MeterProvider, expiries func() []expiryObservation) (*lifecycleMetrics, error) {
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	meter := mp.Meter(instrumentationName, metric.WithInstrumentationVersion(moduleVersion()))
+	meter := meterOf(mp)
 	m := &lifecycleMetrics{}
 	var err, e error
 	m.retries, e = meter.Int64Counter("token.unauthorized.retry.count",
