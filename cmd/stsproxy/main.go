@@ -9,8 +9,11 @@
 // IAM policy for the same flags; "stsproxy healthcheck" asks a running
 // proxy's admin listener for /healthz, for container health checks;
 // "stsproxy verify --issuer URL [TOKEN|-]" verifies a token and prints its
-// claims; "stsproxy doctor" checks the setup (region, credentials, IAM, federation,
-// issuer keys) and prints the fix for each failure.
+// claims; "stsproxy doctor" checks the setup (region, credentials, IAM,
+// federation, issuer keys) and prints the fix for each failure; "stsproxy
+// demo" runs an STS emulator, a verifying upstream and the proxy in one
+// process, and "stsproxy demo request" sends one request through it;
+// "stsproxy version" prints the version.
 package main
 
 import (
