@@ -128,8 +128,10 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 	return func(c *config) { c.meterProvider = mp }
 }
 
-// WithLogger sets the logger for refresh failures and evictions. A nil
-// logger, the default, discards records.
+// WithLogger sets the logger for failed fetches and a shortened token
+// duration (Warn), invalidated tokens (Info) and evictions (Debug); records
+// name the audience set, never a token. A nil logger, the default, discards
+// records.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
 }
