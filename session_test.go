@@ -62,7 +62,10 @@ func sessionClaims(token string) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return claims.AWS, parsed.UnsafeClaimsWithoutVerification(&claims)
+	// Two statements: in one return, Go leaves unspecified whether
+	// claims.AWS is read before or after the call fills it.
+	err = parsed.UnsafeClaimsWithoutVerification(&claims)
+	return claims.AWS, err
 }
 
 func TestSessionDurationEscalationRetriesShorter(t *testing.T) {
