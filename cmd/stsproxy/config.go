@@ -605,12 +605,6 @@ func validHeaderName(v string) bool {
 	return true
 }
 
-// writeUsage prints the proxy's usage: every flag with its env var and
-// default, and the subcommands.
-func writeUsage(w io.Writer) {
-	writeCommandUsage(w, proxyCommand)
-}
-
 // writeCommandUsage prints cmd's usage: the flags it takes, each with its
 // env var and default.
 func writeCommandUsage(w io.Writer, cmd *command) {
