@@ -169,7 +169,7 @@ func decodeBearer(auth string) (header, claims string, ok bool) {
 	if !found {
 		return "", "", false
 	}
-	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES384})
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES384})
 	if err != nil || len(jws.Signatures) != 1 {
 		return "", "", false
 	}
