@@ -169,11 +169,7 @@ func TestE2EMetricsParity(t *testing.T) {
 // labels.
 func TestClientMetricsAttributes(t *testing.T) {
 	t.Parallel()
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
-	pm, err := newProxyMetrics(mp)
-	require.NoError(t, err)
+	pm, reader := newTestProxyMetrics(t)
 	ok := roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
 	})
@@ -221,4 +217,16 @@ func TestClientMetricsAttributes(t *testing.T) {
 		assert.NotContains(t, k, "refused.example", "a refused host is not an outbound request")
 	}
 	assert.Len(t, got, 100, "r.example, api.example (443 and 80 share one), api.example:8080, h0 to h95, _other")
+}
+
+// newTestProxyMetrics returns the proxy's instruments on an SDK meter
+// provider, with the reader that collects them.
+func newTestProxyMetrics(t *testing.T) (*proxyMetrics, *sdkmetric.ManualReader) {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	pm, err := newProxyMetrics(mp)
+	require.NoError(t, err)
+	return pm, reader
 }

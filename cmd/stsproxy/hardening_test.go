@@ -172,11 +172,7 @@ func serverStatusLabels(t *testing.T, reader *sdkmetric.ManualReader) map[string
 
 func TestProxyUpstreamStatusBelow100IsBadGateway(t *testing.T) {
 	t.Parallel()
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
-	pm, err := newProxyMetrics(mp)
-	require.NoError(t, err)
+	pm, reader := newTestProxyMetrics(t)
 	cfg, err := parseConfig([]string{"--upstream-host", "up.example", "--access-log=false"}, envOf(nil))
 	require.NoError(t, err)
 	var logs syncBuffer
@@ -202,11 +198,7 @@ func TestStatusCodeLabelsAreBounded(t *testing.T) {
 		assert.Equal(t, want, boundedStatus(code), "boundedStatus(%d)", code)
 	}
 
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
-	pm, err := newProxyMetrics(mp)
-	require.NoError(t, err)
+	pm, reader := newTestProxyMetrics(t)
 	cfg, err := parseConfig([]string{"--upstream-host", "up.example", "--access-log=false"}, envOf(nil))
 	require.NoError(t, err)
 	for _, code := range []int{200, 204, 299, 599, 600, 777, 999} {
