@@ -105,7 +105,7 @@ func ExampleVerifier_Middleware() {
 	}
 	// Output:
 	// 200 hello arn:aws:iam::123456789012:role/ststest
-	// 401 verify: no bearer token
+	// 401 {"reason":"no_token","error_description":"no bearer token"}
 }
 
 // Allow only callers from one organization and one branch of its OU tree.

@@ -108,6 +108,10 @@ type Config struct {
 	// Logger receives key-fetch failures. It never receives tokens. If nil,
 	// [slog.Default] is used.
 	Logger *slog.Logger
+	// Now is the clock that exp, iat, nbf, key refreshes and the refetch
+	// cooldown are measured against. If nil, [time.Now] is used. Tests set
+	// it to share a fake clock with [github.com/stsauth/stsauth/ststest.Server.Now].
+	Now func() time.Time
 }
 
 // Verifier verifies AWS outbound federation tokens from a fixed set of
@@ -205,6 +209,9 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if v.logger == nil {
 		v.logger = slog.Default()
+	}
+	if cfg.Now != nil {
+		v.now = cfg.Now
 	}
 	c := &http.Client{}
 	if cfg.HTTPClient != nil {
@@ -403,6 +410,20 @@ func compactJWSChars(s string) bool {
 		}
 	}
 	return dots == 2
+}
+
+// Ready reports whether every issuer's keys have been fetched, so that a
+// token signed with a known key verifies without waiting for a fetch. Keys
+// once fetched are kept when a later refresh fails, so Ready never turns
+// false again. A server's readiness probe can report it; see
+// [Verifier.Prime].
+func (v *Verifier) Ready() bool {
+	for _, is := range v.issuerList {
+		if is.keys.Load() == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Prime fetches the keys of every issuer that has none yet, in parallel,
