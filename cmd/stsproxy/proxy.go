@@ -42,8 +42,14 @@ const (
 type requestState struct {
 	target   string // upstream host[:port]
 	status   int    // status of the upstream response, set by ModifyResponse
-	tracked  bool   // came through ServeHTTP, which ends the upgrade count
-	upgraded bool   // counted in proxy.upgrades
+	tracked  bool   // came through forwarder.serve, which ends the upgrade count
+	upgraded bool   // counted in forwarder.upgrades
+
+	// Set by stsproxy inbound, for the access log: the verification's
+	// reason class ("ok" when the token verified) and the caller's
+	// principal_id. Never the token.
+	auth      string
+	principal string
 }
 
 // stateKey is the context key of the *requestState.
@@ -59,22 +65,54 @@ func stateFrom(ctx context.Context) *requestState {
 	return st
 }
 
-// proxy is the outbound proxy handler: it picks the upstream for each
-// request, checks it, and forwards through a ReverseProxy whose transport
-// attaches the token. It is safe for concurrent use.
-type proxy struct {
-	cfg         *config
+// forwarder is what the server modes share to forward a request: a
+// ReverseProxy that streams, passes protocol upgrades through and maps
+// upstream failures to 502 and 504, the request metrics, the access log and
+// the count of upgraded connections. The outbound proxy and stsproxy inbound
+// each wrap one. It is safe for concurrent use.
+type forwarder struct {
 	log         *slog.Logger
 	rp          *httputil.ReverseProxy
 	metrics     *proxyMetrics
-	viaName     string       // this instance's pseudonym in Via, "stsproxy-<8 hex>"
+	accessLog   bool         // one info record per request
 	tokenErrLog *logThrottle // "token unavailable" records, at most one a second
 
 	// upgrades counts upgraded (e.g. WebSocket) connections in flight.
 	// http.Server.Shutdown does not wait for them, since they are hijacked;
 	// the server waits on this instead.
 	upgrades sync.WaitGroup
-	via      string // the Via value added to outbound requests
+}
+
+// newForwarder returns a forwarder whose ReverseProxy rewrites requests
+// with rewrite and sends them through rt.
+func newForwarder(rewrite func(*httputil.ProxyRequest), rt http.RoundTripper, log *slog.Logger, m *proxyMetrics, accessLog bool) *forwarder {
+	f := &forwarder{log: log, metrics: m, accessLog: accessLog,
+		tokenErrLog: &logThrottle{interval: time.Second, now: time.Now}}
+	f.rp = &httputil.ReverseProxy{
+		Rewrite:   rewrite,
+		Transport: rt,
+		// Zero, not -1: ReverseProxy already flushes every write of an
+		// event stream or a body of unknown length (chunked), which is
+		// what streaming needs, while a body of known length goes out in
+		// as few writes as possible. -1 doubled the write syscalls of
+		// every response.
+		FlushInterval:  0,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ModifyResponse: f.modifyResponse,
+		ErrorHandler:   f.errorHandler,
+		BufferPool:     copyBuffers{},
+	}
+	return f
+}
+
+// proxy is the outbound proxy handler: it picks the upstream for each
+// request, checks it, and forwards through a ReverseProxy whose transport
+// attaches the token. It is safe for concurrent use.
+type proxy struct {
+	*forwarder
+	cfg     *config
+	viaName string // this instance's pseudonym in Via, "stsproxy-<8 hex>"
+	via     string // the Via value added to outbound requests
 }
 
 // newBaseTransport returns the transport that carries requests to upstreams:
@@ -97,23 +135,9 @@ func newBaseTransport(cfg *config) *http.Transport {
 // newProxy returns the proxy handler, sending through rt (which attaches the
 // token).
 func newProxy(cfg *config, rt http.RoundTripper, log *slog.Logger, m *proxyMetrics) *proxy {
-	p := &proxy{cfg: cfg, log: log, metrics: m, viaName: newViaName(),
-		tokenErrLog: &logThrottle{interval: time.Second, now: time.Now}}
+	p := &proxy{cfg: cfg, viaName: newViaName()}
 	p.via = "1.1 " + p.viaName
-	p.rp = &httputil.ReverseProxy{
-		Rewrite:   p.rewrite,
-		Transport: rt,
-		// Zero, not -1: ReverseProxy already flushes every write of an
-		// event stream or a body of unknown length (chunked), which is
-		// what streaming needs, while a body of known length goes out in
-		// as few writes as possible. -1 doubled the write syscalls of
-		// every response.
-		FlushInterval:  0,
-		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ModifyResponse: p.modifyResponse,
-		ErrorHandler:   p.errorHandler,
-		BufferPool:     copyBuffers{},
-	}
+	p.forwarder = newForwarder(p.rewrite, rt, log, m, cfg.accessLog)
 	return p
 }
 
@@ -141,7 +165,7 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 
 // modifyResponse records the upstream status for the access log, which
 // otherwise cannot see a 101 written on a hijacked connection.
-func (p *proxy) modifyResponse(res *http.Response) error {
+func (f *forwarder) modifyResponse(res *http.Response) error {
 	st := stateFrom(res.Request.Context())
 	if res.StatusCode < 100 {
 		// http.ResponseWriter panics on such a code; the error handler
@@ -153,7 +177,7 @@ func (p *proxy) modifyResponse(res *http.Response) error {
 		// ServeHTTP returns, and calls Done, when the upgraded
 		// connection closes.
 		st.upgraded = true
-		p.upgrades.Add(1)
+		f.upgrades.Add(1)
 	}
 	return nil
 }
@@ -163,35 +187,35 @@ func (p *proxy) modifyResponse(res *http.Response) error {
 // 403 when the library refused the host or to send the token in clear text,
 // 502 for an upstream status code below 100, 504 when the upstream sent no
 // headers in time, and 502 otherwise.
-func (p *proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+func (f *forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := stateFrom(r.Context())
 	var tokErr *stsauth.TokenError
 	var netErr net.Error
 	var badStatus *badStatusError
 	switch {
 	case errors.As(err, &tokErr):
-		if ok, suppressed := p.tokenErrLog.allow(); ok {
-			p.log.Error("token unavailable", "target", st.target, "error", err.Error(), "suppressed", suppressed)
+		if ok, suppressed := f.tokenErrLog.allow(); ok {
+			f.log.Error("token unavailable", "target", st.target, "error", err.Error(), "suppressed", suppressed)
 		}
 		http.Error(w, bodyTokenUnavailable, http.StatusBadGateway)
 	case errors.As(err, &badStatus):
-		p.log.Warn("upstream answered an invalid status code", "target", st.target, "status", badStatus.code)
+		f.log.Warn("upstream answered an invalid status code", "target", st.target, "status", badStatus.code)
 		http.Error(w, bodyBadGateway, http.StatusBadGateway)
 	case errors.Is(err, stsauth.ErrCleartext):
-		p.log.Warn("refusing to send a token in clear text", "target", st.target, "error", err.Error())
+		f.log.Warn("refusing to send a token in clear text", "target", st.target, "error", err.Error())
 		http.Error(w, fmt.Sprintf("refusing to send a token to upstream host %q in clear text", st.target), http.StatusForbidden)
 	case errors.Is(err, stsauth.ErrHostNotAllowed):
-		p.log.Warn("upstream host not allowed", "target", st.target, "error", err.Error())
+		f.log.Warn("upstream host not allowed", "target", st.target, "error", err.Error())
 		http.Error(w, fmt.Sprintf("upstream host %q is not allowed", st.target), http.StatusForbidden)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads this response.
-		p.log.Debug("client cancelled request", "target", st.target)
+		f.log.Debug("client cancelled request", "target", st.target)
 		w.WriteHeader(http.StatusBadGateway)
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
-		p.log.Warn("upstream timeout", "target", st.target, "error", err.Error())
+		f.log.Warn("upstream timeout", "target", st.target, "error", err.Error())
 		http.Error(w, bodyGatewayTimeout, http.StatusGatewayTimeout)
 	default:
-		p.log.Warn("upstream request failed", "target", st.target, "error", err.Error())
+		f.log.Warn("upstream request failed", "target", st.target, "error", err.Error())
 		http.Error(w, bodyBadGateway, http.StatusBadGateway)
 	}
 }
@@ -205,16 +229,18 @@ func (e *badStatusError) Error() string {
 	return fmt.Sprintf("stsproxy: upstream status code %d, want 100 to 999", e.code)
 }
 
-// ServeHTTP routes, checks and forwards one request, and writes its access
-// log record.
-func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// serve handles one request with handle, inside the bookkeeping every
+// server mode shares: the in-flight and duration metrics, the end of an
+// upgraded connection, and the access log record. handle either answers
+// itself or calls [forwarder.forward].
+func (f *forwarder) serve(w http.ResponseWriter, r *http.Request, handle func(w http.ResponseWriter, r *http.Request, st *requestState)) {
 	start := time.Now()
-	done := p.metrics.serverStart(r.Context())
+	done := f.metrics.serverStart(r.Context())
 	rw := &statusWriter{ResponseWriter: w}
 	st := &requestState{tracked: true}
 	defer func() {
 		if st.upgraded {
-			p.upgrades.Done()
+			f.upgrades.Done()
 		}
 		status := rw.status
 		if status == 0 {
@@ -225,29 +251,54 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		elapsed := time.Since(start)
 		done(r.Method, status, elapsed)
-		if !p.cfg.accessLog {
+		if !f.accessLog {
 			return
 		}
-		p.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		attrs := []slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.String("target", st.target),
 			slog.Int("status", status),
-			slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000))
+			slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		}
+		if st.auth != "" {
+			attrs = append(attrs, slog.String("auth", st.auth))
+		}
+		if st.principal != "" {
+			attrs = append(attrs, slog.String("principal", st.principal))
+		}
+		f.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	}()
+	handle(rw, r, st)
+}
 
+// forward sends r to the upstream through the ReverseProxy, with st for its
+// hooks.
+func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, st *requestState) {
+	f.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+// ServeHTTP routes, checks and forwards one request, and writes its access
+// log record.
+func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.serve(w, r, p.routeAndForward)
+}
+
+// routeAndForward refuses a request that loops or names an upstream it may
+// not reach, and forwards the rest.
+func (p *proxy) routeAndForward(w http.ResponseWriter, r *http.Request, st *requestState) {
 	if p.seenBefore(r) {
 		p.log.Warn("loop detected: request already passed through this proxy", "via", p.viaName)
-		http.Error(rw, "loop detected: the request already passed through this proxy (Via: "+p.via+")", http.StatusLoopDetected)
+		http.Error(w, "loop detected: the request already passed through this proxy (Via: "+p.via+")", http.StatusLoopDetected)
 		return
 	}
 	target, status, msg := p.route(r)
 	st.target = target
 	if status != 0 {
-		http.Error(rw, msg, status)
+		http.Error(w, msg, status)
 		return
 	}
-	p.rp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+	p.forward(w, r, st)
 }
 
 // route returns the upstream host[:port] for r, or a client error status

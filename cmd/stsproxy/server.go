@@ -209,15 +209,64 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	logStartupWarnings(cfg, log)
 	logForwardProxy(cfg, log, base.Proxy)
-	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	px := newProxy(cfg, &instrumentedTransport{next: tr, metrics: pm}, log, pm)
+	mode := serverMode{
+		handler:  px,
+		upgrades: &px.upgrades,
+		// Ready while the static audience's token is served (not in its
+		// hard expiry margin), once it was first fetched.
+		ready:       func() bool { return cfg.audience.IsZero() || ts.Holds(cfg.audience) },
+		listenAttrs: []any{"upstream_host", cfg.upstreamHost, "host_header", cfg.hostHeader},
+		started:     func() { logTokenSettings(log, cfg) },
+	}
+	if !cfg.audience.IsZero() {
+		mode.prime = func(ctx context.Context) bool { return primeUntilReady(ctx, tr, log) }
+	}
+	serveErr := runServer(ctx, cfg, log, tel, mode)
+	if err := ts.Close(); err != nil {
+		log.Warn("close token source", "error", err.Error())
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+// serverMode is what one server mode (the outbound proxy, stsproxy inbound)
+// hands [runServer], the wiring they share.
+type serverMode struct {
+	handler http.Handler // serves --listen-addr
+	// upgrades counts upgraded (hijacked) connections in flight, which
+	// http.Server.Shutdown does not wait for; shutdown waits on it.
+	upgrades *sync.WaitGroup
+	// prime, if set, runs once listening, until it returns or shutdown
+	// begins, and reports whether the mode became ready; /readyz answers
+	// 503 until it has returned true. A nil prime is ready at once.
+	prime func(ctx context.Context) bool
+	// ready, if set, is asked on every /readyz once primed: whether the
+	// mode can serve now.
+	ready func() bool
+	// listenAttrs are extra attributes of the "listening" record.
+	listenAttrs []any
+	// started, if set, runs after the "listening" record, for more startup
+	// records.
+	started func()
+}
+
+// runServer serves mode.handler on --listen-addr (TLS with --tls-cert) and,
+// with metrics enabled, /healthz, /readyz and the metrics on
+// --metrics-listen-addr, until ctx is done; then it drains: /readyz answers
+// 503, in-flight requests get --shutdown-timeout to finish, and upgraded
+// connections still open after it are closed. It returns an error only for
+// a runtime failure. It is the wiring the outbound proxy and stsproxy
+// inbound share.
+func runServer(ctx context.Context, cfg *config, log *slog.Logger, tel *telemetry, mode serverMode) error {
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	// Requests get a base context that is cancelled when the shutdown
 	// deadline passes: ReverseProxy closes an upgraded connection when its
 	// request's context ends, and Shutdown does not close hijacked ones.
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
 	srv := &http.Server{
-		Handler:           px,
+		Handler:           mode.handler,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -245,14 +294,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 
 	var primed, draining atomic.Bool
-	if cfg.audience.IsZero() {
+	if mode.prime == nil {
 		primed.Store(true) // nothing to prefetch: ready once listening
 	}
 	admin := &http.Server{
 		Handler: adminHandler(cfg, tel.handler, func() bool {
-			// Ready while the static audience's token is served (not in
-			// its hard expiry margin), once it was first fetched.
-			return primed.Load() && !draining.Load() && (cfg.audience.IsZero() || ts.Holds(cfg.audience))
+			return primed.Load() && !draining.Load() && (mode.ready == nil || mode.ready())
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -276,16 +323,17 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		metricsAddr = adminLn.Addr().String()
 		go func() { errc <- admin.Serve(adminLn) }()
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr,
-		"tls", useTLS, "upstream_host", cfg.upstreamHost, "host_header", cfg.hostHeader)
-	logTokenSettings(log, cfg)
+	log.Info("listening", append([]any{"addr", ln.Addr().String(), "metrics_addr", metricsAddr, "tls", useTLS}, mode.listenAttrs...)...)
+	if mode.started != nil {
+		mode.started()
+	}
 
 	primeCtx, cancelPrime := context.WithCancel(ctx)
 	primeDone := make(chan struct{})
 	go func() {
 		defer close(primeDone)
-		if !cfg.audience.IsZero() {
-			primeUntilReady(primeCtx, tr, log, &primed)
+		if mode.prime != nil && mode.prime(primeCtx) {
+			primed.Store(true)
 		}
 		if cfg.onReady != nil && primed.Load() {
 			cfg.onReady(ln.Addr().String(), metricsAddr)
@@ -309,7 +357,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Warn("in-flight requests did not finish within --shutdown-timeout; closing them", "error", err.Error())
 		cancelBase()
 		srv.Close()
-	} else if !waitUpgrades(sctx, &px.upgrades) {
+	} else if mode.upgrades != nil && !waitUpgrades(sctx, mode.upgrades) {
 		log.Warn("upgraded connections still open at --shutdown-timeout; closing them")
 		cancelBase()
 	}
@@ -318,10 +366,6 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 			admin.Close()
 		}
 	}
-	if err := ts.Close(); err != nil {
-		log.Warn("close token source", "error", err.Error())
-	}
-	log.Info("stopped")
 	return serveErr
 }
 
@@ -405,25 +449,38 @@ func waitUpgrades(ctx context.Context, upgrades *sync.WaitGroup) bool {
 
 // primeUntilReady fetches the static audience's token, retrying with capped
 // exponential backoff until it succeeds or ctx is done, so /readyz turns
-// ready only once requests can be served without waiting on STS.
-func primeUntilReady(ctx context.Context, tr *stsauth.Transport, log *slog.Logger, primed *atomic.Bool) {
+// ready only once requests can be served without waiting on STS. It reports
+// whether it succeeded.
+func primeUntilReady(ctx context.Context, tr *stsauth.Transport, log *slog.Logger) bool {
+	return retryUntil(ctx, log, "token prefetch failed; retrying", func(ctx context.Context) error {
+		if err := tr.Prime(ctx); err != nil {
+			return err
+		}
+		log.Info("token ready")
+		return nil
+	})
+}
+
+// retryUntil calls try until it returns nil or ctx is done, waiting between
+// attempts with capped exponential backoff (primeBackoffMin to
+// primeBackoffMax) and logging each failure as msg. It reports whether try
+// succeeded.
+func retryUntil(ctx context.Context, log *slog.Logger, msg string, try func(context.Context) error) bool {
 	wait := primeBackoffMin
 	for {
-		err := tr.Prime(ctx)
+		err := try(ctx)
 		if err == nil {
-			primed.Store(true)
-			log.Info("token ready")
-			return
+			return true
 		}
 		if ctx.Err() != nil {
-			return
+			return false
 		}
-		log.Warn("token prefetch failed; retrying", "error", err.Error(), "retry_in", wait.String())
+		log.Warn(msg, "error", err.Error(), "retry_in", wait.String())
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return false
 		case <-t.C:
 		}
 		wait = min(2*wait, primeBackoffMax)
