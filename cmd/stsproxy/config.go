@@ -29,6 +29,11 @@ const (
 	defaultMetricsPath       = "/metrics"
 	defaultShutdownTimeout   = 15 * time.Second
 
+	// maxShutdownDelay bounds --shutdown-delay: endpoint controllers and
+	// load balancers stop routing to a terminating pod within seconds, so a
+	// longer delay is a mistake (5h for 5s) that would hold a rollout.
+	maxShutdownDelay = 5 * time.Minute
+
 	// anyHostPattern is the --allowed-hosts value that allows any host, the
 	// explicit opt-out of the allowlist.
 	anyHostPattern = "*"
@@ -96,7 +101,8 @@ var flagSpecs = []flagSpec{
 	{name: "metrics-enabled", kind: kindBool, def: "true", usage: "serve Prometheus metrics on the admin listener; false binds no admin listener, so no /healthz or /readyz either"},
 	{name: "metrics-listen-addr", def: defaultMetricsListenAddr, usage: "admin listener for /healthz, /readyz and metrics, host:port"},
 	{name: "metrics-path", def: defaultMetricsPath, usage: "path of the metrics endpoint, starting with /"},
-	{name: "shutdown-timeout", def: defaultShutdownTimeout.String(), usage: "how long in-flight requests may take to finish on shutdown, more than 0"},
+	{name: "shutdown-delay", def: "0s", usage: "on SIGTERM, answer /readyz 503 at once but keep serving for this long before shutting down, so load balancers stop sending first; 0s to 5m"},
+	{name: "shutdown-timeout", def: defaultShutdownTimeout.String(), usage: "how long in-flight requests may take to finish on shutdown, after --shutdown-delay, more than 0"},
 	{name: "local-sts", kind: kindBool, def: "false", usage: "start an in-process STS emulator on loopback (local development only)"},
 	// --version has no env var: VERSION is commonly set in container
 	// images to something else, which must not break or alter startup.
@@ -174,6 +180,7 @@ type config struct {
 	metricsEnabled    bool
 	metricsListenAddr string
 	metricsPath       string
+	shutdownDelay     time.Duration // keep serving this long after the signal, not ready
 	shutdownTimeout   time.Duration
 	localSTS          bool
 	version           bool
@@ -554,6 +561,11 @@ func validate(raw map[string]*rawValue) (*config, error) {
 		return nil, invalid(s, v, "want a path starting with / other than /healthz and /readyz")
 	}
 	c.metricsPath = v
+
+	s, v = get("shutdown-delay")
+	if c.shutdownDelay, err = time.ParseDuration(v); err != nil || c.shutdownDelay < 0 || c.shutdownDelay > maxShutdownDelay {
+		return nil, invalid(s, v, "want a duration from 0s to %v, such as 5s", maxShutdownDelay)
+	}
 
 	s, v = get("shutdown-timeout")
 	if c.shutdownTimeout, err = parsePositiveDuration(v); err != nil {

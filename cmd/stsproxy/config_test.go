@@ -51,6 +51,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	assert.Empty(t, c.tags)
 	assert.Equal(t, 1024, c.cacheSize)
 	assert.Equal(t, 32, c.maxFetches)
+	assert.Zero(t, c.shutdownDelay, "drop-in: no delay unless asked")
 	assert.Equal(t, 15*time.Second, c.shutdownTimeout)
 	assert.False(t, c.localSTS)
 	assert.False(t, c.version)
@@ -151,6 +152,10 @@ func TestParseConfigValid(t *testing.T) {
 				assert.Equal(t, time.Millisecond, c.shutdownTimeout)
 				assert.Equal(t, 2*time.Second, c.upstreamTimeout)
 			}},
+		{"shutdown delay env", nil, map[string]string{"SHUTDOWN_DELAY": "5s"},
+			func(t *testing.T, c *config) { assert.Equal(t, 5*time.Second, c.shutdownDelay) }},
+		{"shutdown delay flag beats env", []string{"--shutdown-delay", "0s"}, map[string]string{"SHUTDOWN_DELAY": "5s"},
+			func(t *testing.T, c *config) { assert.Zero(t, c.shutdownDelay) }},
 		{"fetch concurrency", nil, map[string]string{"TOKEN_FETCH_CONCURRENCY": "1024"},
 			func(t *testing.T, c *config) { assert.Equal(t, 1024, c.maxFetches) }},
 		{"ipv6 pinned host", []string{"--upstream-host", "[2001:db8::1]:443"}, nil,
@@ -226,6 +231,9 @@ func TestParseConfigInvalid(t *testing.T) {
 		{"metrics path", []string{"--metrics-path", "metrics"}, nil, `invalid --metrics-path/METRICS_PATH "metrics": want a path starting with /`},
 		{"metrics path clash", []string{"--metrics-path", "/readyz"}, nil, `invalid --metrics-path/METRICS_PATH "/readyz": want a path starting with / other than /healthz and /readyz`},
 		{"shutdown timeout", []string{"--shutdown-timeout", "-1s"}, nil, `invalid --shutdown-timeout/SHUTDOWN_TIMEOUT "-1s": want a duration more than 0`},
+		{"shutdown delay negative", []string{"--shutdown-delay", "-1s"}, nil, `invalid --shutdown-delay/SHUTDOWN_DELAY "-1s": want a duration from 0s to 5m0s`},
+		{"shutdown delay too long", nil, map[string]string{"SHUTDOWN_DELAY": "5h"}, `invalid --shutdown-delay/SHUTDOWN_DELAY "5h": want a duration from 0s to 5m0s`},
+		{"shutdown delay no unit", []string{"--shutdown-delay", "5"}, nil, `invalid --shutdown-delay/SHUTDOWN_DELAY "5": want a duration`},
 		{"local sts env", nil, map[string]string{"LOCAL_STS": "yes"}, `invalid --local-sts/LOCAL_STS "yes": want true or false`},
 	}
 	for _, tc := range tests {

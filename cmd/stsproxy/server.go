@@ -254,8 +254,9 @@ type serverMode struct {
 // runServer serves mode.handler on --listen-addr (TLS with --tls-cert) and,
 // with metrics enabled, /healthz, /readyz and the metrics on
 // --metrics-listen-addr, until ctx is done; then it drains: /readyz answers
-// 503, in-flight requests get --shutdown-timeout to finish, and upgraded
-// connections still open after it are closed. It returns an error only for
+// 503, the listeners keep serving for --shutdown-delay, in-flight requests
+// get --shutdown-timeout to finish, and upgraded connections still open
+// after it are closed. It returns an error only for
 // a runtime failure. It is the wiring the outbound proxy and stsproxy
 // inbound share.
 func runServer(ctx context.Context, cfg *config, log *slog.Logger, tel *telemetry, mode serverMode) error {
@@ -265,8 +266,9 @@ func runServer(ctx context.Context, cfg *config, log *slog.Logger, tel *telemetr
 	// request's context ends, and Shutdown does not close hijacked ones.
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
+	var primed, draining atomic.Bool
 	srv := &http.Server{
-		Handler:           mode.handler,
+		Handler:           closeWhileDraining(mode.handler, &draining),
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -293,7 +295,6 @@ func runServer(ctx context.Context, cfg *config, log *slog.Logger, tel *telemetr
 		}
 	}
 
-	var primed, draining atomic.Bool
 	if mode.prime == nil {
 		primed.Store(true) // nothing to prefetch: ready once listening
 	}
@@ -343,6 +344,10 @@ func runServer(ctx context.Context, cfg *config, log *slog.Logger, tel *telemetr
 	var serveErr error
 	select {
 	case <-ctx.Done():
+		draining.Store(true)
+		if err := drainDelay(cfg.shutdownDelay, errc, log); err != nil {
+			serveErr = fmt.Errorf("stsproxy: serve: %w", err)
+		}
 		log.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
 	case err := <-errc:
 		serveErr = fmt.Errorf("stsproxy: serve: %w", err)
@@ -367,6 +372,40 @@ func runServer(ctx context.Context, cfg *config, log *slog.Logger, tel *telemetr
 		}
 	}
 	return serveErr
+}
+
+// drainDelay runs the shutdown delay: /readyz already answers 503, while the
+// listeners keep serving for delay, so the endpoint controller or load
+// balancer stops routing new connections here before any is refused. It
+// returns early with a listener's error.
+func drainDelay(delay time.Duration, errc <-chan error, log *slog.Logger) error {
+	if delay <= 0 {
+		return nil
+	}
+	log.Info("draining: not ready, still serving until --shutdown-delay ends", "delay", delay.String())
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// closeWhileDraining asks each client to close its connection after the
+// response once draining starts ("Connection: close"; a GOAWAY over
+// HTTP/2), so keep-alive clients reconnect to an instance that stays while
+// this one still answers, rather than meet the shutdown on an idle
+// connection. Upgrade requests are left alone: their response must say
+// "Connection: Upgrade".
+func closeWhileDraining(next http.Handler, draining *atomic.Bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() && r.Header.Get("Upgrade") == "" {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // logTokenSettings logs the effective token settings, the refresh skew in
