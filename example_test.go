@@ -230,3 +230,34 @@ func ExampleTokenSource_Invalidate() {
 	// dropped again: false
 	// STS calls: 2
 }
+
+// Attach tokens to gRPC calls: pass the credentials to
+// grpc.WithPerRPCCredentials, which calls GetRequestMetadata with each
+// call's context and URI, as here. With no Audience, the audience is the
+// origin of the connection's authority. Retry, in a unary client
+// interceptor, replaces a token the server answers Unauthenticated to.
+func ExamplePerRPCCredentials() {
+	sts := ststest.NewServer()
+	defer sts.Close()
+	src, err := stsauth.NewTokenSource(sts.Client())
+	if err != nil {
+		panic(err)
+	}
+	defer src.Close()
+	creds := &stsauth.PerRPCCredentials{Source: src}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // the call's deadline
+	defer cancel()
+	md, err := creds.GetRequestMetadata(ctx, "https://127.0.0.1:50051/helloworld.Greeter")
+	if err != nil {
+		panic(err)
+	}
+	scheme, _, _ := strings.Cut(md["authorization"], " ")
+	fmt.Println("authorization:", scheme)
+	fmt.Println("STS calls for https://127.0.0.1:", sts.CallsFor("https://127.0.0.1"))
+	fmt.Println("requires transport security:", creds.RequireTransportSecurity())
+	// Output:
+	// authorization: Bearer
+	// STS calls for https://127.0.0.1: 1
+	// requires transport security: true
+}

@@ -46,10 +46,16 @@ func (t *Transport) sendRetrying(req, out *http.Request, name string, tok Token)
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	resp.Body.Close()
 	again.Header = cloneHeaderWith(req.Header, name, fresh.bearerValue())
-	if e := t.Source.cache.get(tok.Audience.key); e != nil {
-		t.Source.lifecycle.retries.Add(req.Context(), 1, e.attrs.add...)
-	}
+	t.Source.countRetry(req.Context(), tok.Audience)
 	return t.base().RoundTrip(again)
+}
+
+// countRetry counts a request or call sent again, with a new token, after
+// the upstream rejected the token of aud.
+func (ts *TokenSource) countRetry(ctx context.Context, aud Audience) {
+	if e := ts.cache.get(aud.key); e != nil {
+		ts.lifecycle.retries.Add(ctx, 1, e.attrs.add...)
+	}
 }
 
 // Invalidate drops tok from the cache, if it is still the token cached for
