@@ -66,7 +66,9 @@ func healthzURL(listenAddr string) (string, error) {
 	return "http://" + net.JoinHostPort(host, port) + "/healthz", nil
 }
 
-// checkHealth GETs u directly (never through HTTP_PROXY) and wants 200 OK.
+// checkHealth GETs u directly (never through HTTP_PROXY) and wants 200 OK
+// from u itself: a redirect is an answer of its own, never followed, so
+// whatever answers on the admin port cannot send the check elsewhere.
 func checkHealth(ctx context.Context, u string) error {
 	ctx, cancel := context.WithTimeout(ctx, healthcheckTimeout)
 	defer cancel()
@@ -76,7 +78,8 @@ func checkHealth(ctx context.Context, u string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
+	noRedirects := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := (&http.Client{Transport: tr, CheckRedirect: noRedirects}).Do(req)
 	if err != nil {
 		return err
 	}

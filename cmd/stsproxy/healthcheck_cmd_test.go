@@ -29,6 +29,9 @@ func TestHealthcheckCommand(t *testing.T) {
 	failing := adminPort(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 	}))
+	// A redirect to a healthy /healthz is not healthy: the check never
+	// follows one.
+	redirecting := adminPort(t, http.RedirectHandler("http://127.0.0.1:"+healthy+"/healthz", http.StatusFound))
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
 
@@ -43,6 +46,7 @@ func TestHealthcheckCommand(t *testing.T) {
 		{"healthy via env, wildcard host", nil, map[string]string{"METRICS_LISTEN_ADDR": ":" + healthy}, 0, ""},
 		{"healthy via flag", []string{"--metrics-listen-addr", "127.0.0.1:" + healthy}, nil, 0, ""},
 		{"503", []string{"--metrics-listen-addr", "0.0.0.0:" + failing}, nil, 1, "503 Service Unavailable"},
+		{"redirect not followed", []string{"--metrics-listen-addr", "127.0.0.1:" + redirecting}, nil, 1, "302 Found"},
 		{"nobody listening", []string{"--metrics-listen-addr", closed.Listener.Addr().String()}, nil, 1, "connection refused"},
 		{"port 0", []string{"--metrics-listen-addr", "127.0.0.1:0"}, nil, 1, "has port 0"},
 		{"metrics disabled", nil, map[string]string{"METRICS_ENABLED": "false"}, 1, "serves no /healthz"},
