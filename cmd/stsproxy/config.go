@@ -79,6 +79,7 @@ func (s flagSpec) env() string {
 // flagSpecs lists every flag stsproxy accepts, in usage order.
 var flagSpecs = []flagSpec{
 	{name: "listen-addr", def: defaultListenAddr, usage: "address the proxy listens on, host:port"},
+	{name: "allow-remote-clients", kind: kindBool, def: "false", usage: "the proxy is shared: clients on other hosts are expected and a network policy decides who reaches --listen-addr; without it a listener not on loopback logs a warning"},
 	{name: "upstream-host", usage: "pin every request to this upstream host[:port]; empty routes by --host-header"},
 	{name: "upstream-scheme", def: defaultUpstreamScheme, usage: "scheme used to reach the upstream: http or https (any case)"},
 	{name: "host-header", def: defaultHostHeader, usage: `request header naming the upstream host; "Host" routes by the Host line`},
@@ -150,6 +151,7 @@ var subcommands = []*command{tokenCommand, policyCommand, healthcheckCommand, do
 // config is the validated configuration of one run.
 type config struct {
 	listenAddr      string
+	remoteClients   bool   // --allow-remote-clients: a non-loopback listener is intended
 	upstreamHost    string // pinned host[:port]; empty routes by hostHeader
 	upstreamScheme  string
 	hostHeader      string // canonical header name, or "Host" for the Host line
@@ -196,6 +198,14 @@ type config struct {
 // Host line.
 func (c *config) routeByRequestHost() bool {
 	return c.upstreamHost == "" && c.hostHeader == hostHeaderRequestLine
+}
+
+// listenLoopback reports whether --listen-addr is a loopback address, so
+// only local processes can reach the proxy. An empty or wildcard host
+// listens on every interface.
+func (c *config) listenLoopback() bool {
+	host, _, err := net.SplitHostPort(c.listenAddr)
+	return err == nil && stsauth.IsLoopbackHost(host)
 }
 
 // upstreamLoopback reports whether the pinned upstream host is a loopback
@@ -343,7 +353,7 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	for _, b := range []struct {
 		name string
 		dst  *bool
-	}{{"version", &c.version}, {"metrics-enabled", &c.metricsEnabled}, {"local-sts", &c.localSTS}, {"access-log", &c.accessLog}, {"require-tls-upstream", &c.requireTLS}} {
+	}{{"version", &c.version}, {"metrics-enabled", &c.metricsEnabled}, {"local-sts", &c.localSTS}, {"access-log", &c.accessLog}, {"require-tls-upstream", &c.requireTLS}, {"allow-remote-clients", &c.remoteClients}} {
 		s, v := get(b.name)
 		if *b.dst, err = strconv.ParseBool(v); err != nil {
 			return nil, invalid(s, v, "want true or false")

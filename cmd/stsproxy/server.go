@@ -423,6 +423,13 @@ func logTokenSettings(log *slog.Logger, cfg *config) {
 // logStartupWarnings logs, once at startup, the ways this configuration lets
 // a token reach a host or a network it might not be meant for.
 func logStartupWarnings(cfg *config, log *slog.Logger) {
+	if !cfg.listenLoopback() && !cfg.remoteClients {
+		// Whoever reaches the listener sends requests with tokens of the
+		// proxy's IAM role: on a pod IP that is any pod in the cluster.
+		log.Warn("--listen-addr is not a loopback address: anyone who can reach it acts with this proxy's IAM role; "+
+			"listen on 127.0.0.1 when the clients are local (a sidecar), or set --allow-remote-clients/ALLOW_REMOTE_CLIENTS for a shared proxy whose network policy decides who reaches it",
+			"listen_addr", cfg.listenAddr)
+	}
 	if cfg.upstreamHost == "" && cfg.allowed == nil {
 		log.Warn("no --allowed-hosts/ALLOWED_HOSTS: clients can direct tokens to any host", "host_header", cfg.hostHeader)
 	}
