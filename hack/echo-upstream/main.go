@@ -4,16 +4,21 @@
 // signature), and answers with the request's method, path and headers as
 // JSON (an Authorization value only as its scheme and length).
 //
-// When the token's issuer (iss) is a loopback URL, as with stsproxy
-// --local-sts, it also verifies the token with package verify: it fetches
-// the issuer's OpenID discovery document and JWKS (both on loopback only;
-// nothing else is ever fetched), checks the RS256 or ES384 signature, exp
-// and iat (not the audience), and reports
-// "jwt_verified" with "jwt_claims" (and "jwt_error" when not verified) in the
-// answer and the log.
+// With -issuer URL, a loopback issuer such as the one stsproxy --local-sts
+// logs at startup, it also verifies each token with package verify: it
+// fetches that issuer's OpenID discovery document and JWKS (on loopback
+// only; nothing else is ever fetched), checks the RS256 or ES384 signature,
+// exp and iat (not the audience), and reports "jwt_verified" with
+// "jwt_claims" (and "jwt_error" when not verified) in the answer and the
+// log. A token naming any other issuer is not verified. Without -issuer no
+// token is verified.
 //
-//	go run ./hack/echo-upstream              # listens on :8081
+// It listens on loopback unless told otherwise: the answers show which
+// headers arrived, which is for the developer's eyes only.
+//
+//	go run ./hack/echo-upstream              # listens on 127.0.0.1:8081
 //	go run ./hack/echo-upstream -addr :9000  # or --listen-addr :9000
+//	go run ./hack/echo-upstream -issuer http://127.0.0.1:PORT
 package main
 
 import (
@@ -46,23 +51,27 @@ func main() {
 // run parses flags and serves until ctx is done. It returns the exit code:
 // 0 on success, 1 on a runtime failure, 2 on a bad flag.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	addr, err := parseFlags(args, stderr)
+	opts, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
+	v, err := newVerifier(opts.issuer, loopbackTransport())
+	if err != nil {
+		fmt.Fprintf(stderr, "echo-upstream: invalid -issuer: %v\n", err)
+		return 2
+	}
+	defer v.client.CloseIdleConnections()
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", opts.addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "echo-upstream: listen: %v\n", err)
 		return 1
 	}
-	v := newVerifier()
-	defer v.client.CloseIdleConnections()
 	srv := &http.Server{Handler: handler(log, v), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	log.Info("listening", "addr", ln.Addr().String())
+	log.Info("listening", "addr", ln.Addr().String(), "issuer", opts.issuer)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -79,27 +88,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// defaultAddr is the listen address of aws-outbound-jwt-proxy's echo
-// upstream, so that proxy's quick start works as written.
-const defaultAddr = ":8081"
+// defaultAddr is the port of aws-outbound-jwt-proxy's echo upstream, so that
+// proxy's quick start works as written, on loopback: the answers echo the
+// request's headers and are not for other hosts to read.
+const defaultAddr = "127.0.0.1:8081"
 
-// parseFlags returns the address to listen on: -addr, as in
-// aws-outbound-jwt-proxy's echo upstream, or its synonym --listen-addr
-// (stsproxy's spelling); the last one given wins.
-func parseFlags(args []string, stderr io.Writer) (string, error) {
+// options are echo-upstream's flags.
+type options struct {
+	addr   string // host:port to listen on
+	issuer string // the one issuer whose tokens are verified; empty: none
+}
+
+// parseFlags returns the options: the address to listen on (-addr, as in
+// aws-outbound-jwt-proxy's echo upstream, or its synonym --listen-addr,
+// stsproxy's spelling; the last one given wins) and the trusted issuer.
+func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("echo-upstream", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var addr string
-	fs.StringVar(&addr, "addr", defaultAddr, "address to listen on, host:port")
-	fs.StringVar(&addr, "listen-addr", defaultAddr, "the same as -addr")
+	var o options
+	fs.StringVar(&o.addr, "addr", defaultAddr, "address to listen on, host:port")
+	fs.StringVar(&o.addr, "listen-addr", defaultAddr, "the same as -addr")
+	fs.StringVar(&o.issuer, "issuer", "", "verify tokens from this loopback issuer URL (stsproxy --local-sts logs it); empty verifies none")
 	if err := fs.Parse(args); err != nil {
-		return "", err
+		return options{}, err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "echo-upstream: unexpected argument %q\n", fs.Arg(0))
-		return "", errors.New("unexpected argument")
+		return options{}, errors.New("unexpected argument")
 	}
-	return addr, nil
+	return o, nil
 }
 
 // echo is the JSON body echo-upstream answers with.
@@ -110,8 +127,9 @@ type echo struct {
 	Host    string              `json:"host"`
 	Headers map[string][]string `json:"headers"`
 
-	// JWTVerified is set when the request carries a bearer JWT: whether its
-	// signature and exp check out against its loopback issuer's keys.
+	// JWTVerified is set when the request carries a bearer JWT: whether it
+	// comes from the -issuer and its signature and exp check out against
+	// that issuer's keys.
 	JWTVerified *bool `json:"jwt_verified,omitempty"`
 	// JWTError says why the token is not verified.
 	JWTError string `json:"jwt_error,omitempty"`

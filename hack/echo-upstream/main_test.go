@@ -22,7 +22,9 @@ import (
 func TestHandlerEchoesAndNeverLogsSignature(t *testing.T) {
 	t.Parallel()
 	var logs bytes.Buffer
-	srv := httptest.NewServer(handler(slog.New(slog.NewJSONHandler(&logs, nil)), newVerifier()))
+	v, err := newVerifier("", loopbackTransport())
+	require.NoError(t, err)
+	srv := httptest.NewServer(handler(slog.New(slog.NewJSONHandler(&logs, nil)), v))
 	t.Cleanup(srv.Close)
 
 	b64 := base64.RawURLEncoding.EncodeToString
@@ -61,13 +63,14 @@ func TestParseFlags(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		args []string
-		want string
+		want options
 	}{
-		{nil, ":8081"},
-		{[]string{"-addr", ":9000"}, ":9000"},
-		{[]string{"-addr=127.0.0.1:1"}, "127.0.0.1:1"},
-		{[]string{"--listen-addr", ":9001"}, ":9001"},
-		{[]string{"-addr", ":1", "--listen-addr", ":2"}, ":2"},
+		{nil, options{addr: "127.0.0.1:8081"}},
+		{[]string{"-addr", ":9000"}, options{addr: ":9000"}},
+		{[]string{"-addr=127.0.0.1:1"}, options{addr: "127.0.0.1:1"}},
+		{[]string{"--listen-addr", ":9001"}, options{addr: ":9001"}},
+		{[]string{"-addr", ":1", "--listen-addr", ":2"}, options{addr: ":2"}},
+		{[]string{"-issuer", "http://127.0.0.1:9"}, options{addr: "127.0.0.1:8081", issuer: "http://127.0.0.1:9"}},
 	} {
 		got, err := parseFlags(tc.args, io.Discard)
 		require.NoError(t, err, "args %v", tc.args)
@@ -77,6 +80,20 @@ func TestParseFlags(t *testing.T) {
 	assert.Error(t, err)
 	_, err = parseFlags([]string{"-port", "1"}, io.Discard)
 	assert.Error(t, err)
+}
+
+// TestRunRefusesIssuerOffLoopback checks that -issuer is validated before
+// listening: only a loopback issuer's keys can be fetched.
+func TestRunRefusesIssuerOffLoopback(t *testing.T) {
+	t.Parallel()
+	for _, iss := range []string{"https://abcd.tokens.sts.global.api.aws", "http://169.254.169.254", "http://user@127.0.0.1", "ftp://127.0.0.1", "http://[fe80::1%25lo]"} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), []string{"-addr", "127.0.0.1:0", "-issuer", iss}, &stdout, &stderr)
+		assert.Equal(t, 2, code, iss)
+		assert.Contains(t, stderr.String(), "invalid -issuer", iss)
+		assert.Contains(t, stderr.String(), "only a loopback issuer can be verified", iss)
+		assert.Empty(t, stdout.String(), "listened with a bad issuer")
+	}
 }
 
 // TestRunAddr starts the server with the original's -addr flag and stops it.

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -21,38 +20,60 @@ import (
 	"github.com/stsauth/stsauth/verify"
 )
 
-// Limits of the verifier.
-const (
-	fetchTimeout = 5 * time.Second
-	// maxIssuers bounds how many loopback issuers get a verifier.
-	maxIssuers = 64
-)
+// fetchTimeout bounds each fetch of the issuer's discovery document and keys.
+const fetchTimeout = 5 * time.Second
 
-// verifier checks JWTs whose issuer is a loopback URL, such as stsproxy's
-// --local-sts emulator or ststest, with package verify: signature (RS256 or
-// ES384, keys from <iss>/.well-known/openid-configuration and its JWKS),
-// exp, iat and lifetime. Unlike a real API it trusts any loopback issuer a
-// token names and accepts any audience: it is a development upstream that
-// shows what arrived. It never fetches anything off loopback: issuers are
-// checked before a verifier is made for them, package verify keeps jwks_uri
-// on the issuer's origin, and the dialer refuses any other address a name
-// resolves to. It is safe for concurrent use.
+// errNoIssuer is the verdict on every token when no -issuer was given.
+var errNoIssuer = errors.New("not verified: start echo-upstream with -issuer URL (the issuer stsproxy --local-sts logs) to verify tokens")
+
+// verifier checks JWTs from the one issuer it was told to trust (-issuer), a
+// loopback URL such as stsproxy's --local-sts emulator or ststest, with
+// package verify: signature (RS256 or ES384, keys from
+// <iss>/.well-known/openid-configuration and its JWKS), exp, iat and
+// lifetime. It accepts any audience: it is a development upstream that shows
+// what arrived. A token naming another issuer is not verified, and nothing
+// it names is fetched. It never fetches anything off loopback: the issuer is
+// checked at startup, package verify keeps jwks_uri on the issuer's origin,
+// and the dialer refuses any other address a name resolves to. It is safe
+// for concurrent use.
 type verifier struct {
 	client *http.Client
-
-	mu       sync.Mutex                  // guards byIssuer
-	byIssuer map[string]*verify.Verifier // by issuer URL
+	issuer string           // the trusted issuer; empty verifies nothing
+	v      *verify.Verifier // nil when issuer is empty
 }
 
-// newVerifier returns a verifier whose HTTP client only reaches loopback
-// addresses (package verify follows no redirects).
-func newVerifier() *verifier {
+// loopbackTransport returns the transport the verifier fetches keys with: it
+// dials only loopback addresses and never uses a forward proxy.
+func loopbackTransport() *http.Transport {
 	d := &net.Dialer{Timeout: fetchTimeout, Control: loopbackOnly}
-	tr := &http.Transport{DialContext: d.DialContext, Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}
-	return &verifier{
-		client:   &http.Client{Transport: tr, Timeout: fetchTimeout},
-		byIssuer: make(map[string]*verify.Verifier),
+	return &http.Transport{DialContext: d.DialContext, Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}
+}
+
+// newVerifier returns a verifier that trusts issuer, which must be empty
+// (verify nothing) or a loopback http(s) URL, and fetches its keys through
+// rt, [loopbackTransport] outside tests (package verify follows no
+// redirects).
+func newVerifier(issuer string, rt http.RoundTripper) (*verifier, error) {
+	vr := &verifier{client: &http.Client{Transport: rt, Timeout: fetchTimeout}, issuer: issuer}
+	if issuer == "" {
+		return vr, nil
 	}
+	if _, err := checkLoopbackURL(issuer); err != nil {
+		return nil, fmt.Errorf("issuer %q: %v; only a loopback issuer can be verified", issuer, err)
+	}
+	v, err := verify.New(verify.Config{
+		Issuers:                      []verify.Issuer{{URL: issuer}},
+		SkipAudienceCheck:            true, // the audience is the proxy's choice; shown, not checked
+		AllowInsecureLoopbackIssuers: true,
+		HTTPClient:                   vr.client,
+		FetchTimeout:                 fetchTimeout,
+		Logger:                       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		return nil, err
+	}
+	vr.v = v
+	return vr, nil
 }
 
 // loopbackOnly is the dialer's Control hook: it refuses every address but
@@ -82,26 +103,25 @@ func checkLoopbackURL(raw string) (*url.URL, error) {
 	return nil, errors.New("not a loopback URL")
 }
 
-// verify checks token with the verifier of its loopback issuer. The error
-// says why a token is not verified; it never holds the token.
+// verify checks token against the trusted issuer's keys. The error says why
+// a token is not verified; it never holds the token.
 func (v *verifier) verify(ctx context.Context, token string) error {
+	if v.v == nil {
+		return errNoIssuer
+	}
 	iss, err := issuerOf(token)
 	if err != nil {
 		return err
 	}
-	if _, err := checkLoopbackURL(iss); err != nil {
-		return fmt.Errorf("issuer %q: %v; only loopback issuers are verified", iss, err)
+	if iss != v.issuer {
+		return fmt.Errorf("issuer %q is not the trusted issuer %q (-issuer)", iss, v.issuer)
 	}
-	vf, err := v.verifierFor(iss)
-	if err != nil {
-		return err
-	}
-	_, err = vf.Verify(ctx, token)
+	_, err = v.v.Verify(ctx, token)
 	return err
 }
 
-// issuerOf reads the iss claim of a token without verifying it, only to
-// pick the verifier that will.
+// issuerOf reads the iss claim of a token without verifying it, to refuse a
+// token from another issuer before anything is fetched.
 func issuerOf(token string) (string, error) {
 	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256, jose.ES384})
 	if err != nil {
@@ -114,30 +134,4 @@ func issuerOf(token string) (string, error) {
 		return "", errors.New("no iss claim")
 	}
 	return c.Iss, nil
-}
-
-// verifierFor returns the verifier of the loopback issuer iss, making it on
-// first use.
-func (v *verifier) verifierFor(iss string) (*verify.Verifier, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if vf, ok := v.byIssuer[iss]; ok {
-		return vf, nil
-	}
-	if len(v.byIssuer) >= maxIssuers {
-		return nil, fmt.Errorf("more than %d issuers seen; restart echo-upstream", maxIssuers)
-	}
-	vf, err := verify.New(verify.Config{
-		Issuers:                      []verify.Issuer{{URL: iss}},
-		SkipAudienceCheck:            true, // the audience is the proxy's choice; shown, not checked
-		AllowInsecureLoopbackIssuers: true,
-		HTTPClient:                   v.client,
-		FetchTimeout:                 fetchTimeout,
-		Logger:                       slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		return nil, err
-	}
-	v.byIssuer[iss] = vf
-	return vf, nil
 }

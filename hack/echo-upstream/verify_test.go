@@ -44,20 +44,23 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.next.RoundTrip(r)
 }
 
-// countFetches makes v count its fetches. Call it before the first verify.
-func countFetches(v *verifier) *countingTransport {
-	ct := &countingTransport{next: v.client.Transport}
-	v.client.Transport = ct
-	return ct
+// newTestVerifier returns a verifier trusting issuer whose fetches, through
+// the loopback-only transport, are counted.
+func newTestVerifier(t *testing.T, issuer string) (*verifier, *countingTransport) {
+	t.Helper()
+	base := loopbackTransport()
+	t.Cleanup(base.CloseIdleConnections)
+	ct := &countingTransport{next: base}
+	v, err := newVerifier(issuer, ct)
+	require.NoError(t, err)
+	return v, ct
 }
 
 func TestVerifyAgainstSTSTest(t *testing.T) {
 	t.Parallel()
 	srv := ststest.NewServer()
 	t.Cleanup(srv.Close)
-	v := newVerifier()
-	t.Cleanup(v.client.CloseIdleConnections)
-	fetches := countFetches(v)
+	v, fetches := newTestVerifier(t, srv.Issuer())
 
 	rs := mint(t, srv, stsauth.RS256, "https://rs.example")
 	es := mint(t, srv, stsauth.ES384, "https://es.example")
@@ -94,9 +97,34 @@ func TestVerifyAgainstSTSTest(t *testing.T) {
 	past.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
 	past.Start()
 	t.Cleanup(past.Close)
-	err = v.verify(context.Background(), mint(t, past, stsauth.RS256, "https://rs.example"))
+	pv, _ := newTestVerifier(t, past.Issuer())
+	err = pv.verify(context.Background(), mint(t, past, stsauth.RS256, "https://rs.example"))
 	require.Error(t, err)
 	assert.ErrorIs(t, err, verify.ErrExpired)
+}
+
+// TestVerifyTrustsOnlyTheIssuerFlag checks that a token is verified only
+// when it comes from -issuer: another loopback issuer's token, validly
+// signed by its own keys, is refused without fetching anything it names,
+// and without -issuer no token is verified.
+func TestVerifyTrustsOnlyTheIssuerFlag(t *testing.T) {
+	t.Parallel()
+	trusted, other := ststest.NewServer(), ststest.NewServer()
+	t.Cleanup(trusted.Close)
+	t.Cleanup(other.Close)
+	v, fetches := newTestVerifier(t, trusted.Issuer())
+
+	err := v.verify(context.Background(), mint(t, other, stsauth.RS256, "https://api.example.com"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), fmt.Sprintf("issuer %q is not the trusted issuer %q", other.Issuer(), trusted.Issuer()))
+	assert.Zero(t, fetches.n.Load(), "fetched keys of an issuer a token named")
+	assert.Zero(t, other.JWKSCalls())
+	require.NoError(t, v.verify(context.Background(), mint(t, trusted, stsauth.RS256, "https://api.example.com")))
+
+	none, noneFetches := newTestVerifier(t, "")
+	err = none.verify(context.Background(), mint(t, trusted, stsauth.RS256, "https://api.example.com"))
+	assert.ErrorIs(t, err, errNoIssuer)
+	assert.Zero(t, noneFetches.n.Load())
 }
 
 // b64json encodes a JSON text as a JWT segment.
@@ -124,32 +152,35 @@ func TestVerifyFetchesOnlyLoopback(t *testing.T) {
 	}))
 	t.Cleanup(issuer.Close)
 	issuerPort := issuer.URL[strings.LastIndex(issuer.URL, ":")+1:]
-	v := newVerifier()
-	t.Cleanup(v.client.CloseIdleConnections)
 	var offLoopback atomic.Int64
-	next := v.client.Transport
-	v.client.Transport = roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+	base := loopbackTransport()
+	t.Cleanup(base.CloseIdleConnections)
+	guard := roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 		if _, err := checkLoopbackURL(r.URL.String()); err != nil {
 			offLoopback.Add(1)
 			return nil, errors.New("test: off-loopback fetch")
 		}
-		return next.RoundTrip(r)
+		return base.RoundTrip(r)
 	})
+
+	for _, iss := range []string{"https://abcd.tokens.sts.global.api.aws", "http://169.254.169.254", "http://user@127.0.0.1", "ftp://127.0.0.1", "http://[fe80::1%25lo]"} {
+		_, err := newVerifier(iss, guard)
+		if assert.Error(t, err, iss) {
+			assert.Contains(t, err.Error(), "only a loopback issuer can be verified", iss)
+		}
+	}
 
 	token := func(iss string) string {
 		return b64json(`{"alg":"RS256","kid":"k"}`) + "." + b64json(fmt.Sprintf(`{"iss":%q,"exp":%d}`, iss, time.Now().Add(time.Hour).Unix())) + ".c2ln"
 	}
 	for _, tc := range []struct{ iss, jwks, want string }{
-		{"https://abcd.tokens.sts.global.api.aws", "", "only loopback issuers are verified"},
-		{"http://169.254.169.254", "", "only loopback issuers are verified"},
-		{"http://user@127.0.0.1", "", "only loopback issuers are verified"},
-		{"ftp://127.0.0.1", "", "only loopback issuers are verified"},
-		{"http://[fe80::1%25lo]", "", "only loopback issuers are verified"},
 		{issuer.URL, "https://keys.example/jwks.json", `jwks_uri "https://keys.example/jwks.json" is not on the issuer's origin`},
 		{"http://localhost:" + issuerPort, "http://10.0.0.1/jwks.json", "is not on the issuer's origin"},
 	} {
 		jwksURI.Store(tc.jwks)
-		err := v.verify(context.Background(), token(tc.iss))
+		v, err := newVerifier(tc.iss, guard)
+		require.NoError(t, err, tc.iss)
+		err = v.verify(context.Background(), token(tc.iss))
 		if assert.Error(t, err, tc.iss) {
 			assert.Contains(t, err.Error(), tc.want, tc.iss)
 		}
@@ -172,8 +203,7 @@ func TestHandlerReportsVerification(t *testing.T) {
 	sts := ststest.NewServer()
 	t.Cleanup(sts.Close)
 	var logs bytes.Buffer
-	v := newVerifier()
-	t.Cleanup(v.client.CloseIdleConnections)
+	v, _ := newTestVerifier(t, sts.Issuer())
 	srv := httptest.NewServer(handler(slog.New(slog.NewJSONHandler(&logs, nil)), v))
 	t.Cleanup(srv.Close)
 
