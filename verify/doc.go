@@ -42,9 +42,13 @@
 // request; if a refresh fails the cached keys stay in use and the refresh is
 // retried after [Config.RefetchCooldown]. A token with an
 // unknown kid causes at most one fetch per [Config.RefetchCooldown] (30 s)
-// per issuer; inside the cooldown it fails at once rather than waiting, and
-// a kid that a fetch did not find is refused without another fetch for 5
-// minutes. [Verifier.Prime] fetches every issuer's keys at startup.
+// per issuer, whichever kids the tokens name; inside the cooldown it fails
+// at once rather than waiting. Once the cooldown has passed, an unknown kid
+// always refetches, even one a fetch did not find before: AWS's kids are
+// predictable (RSA_0, then RSA_1), and remembering a miss would let a forged
+// token naming the next kid delay the issuer's key rotation. After a
+// rotation, real tokens are refused for at most the cooldown.
+// [Verifier.Prime] fetches every issuer's keys at startup.
 //
 // # Results
 //

@@ -45,11 +45,6 @@ const (
 	// MaxRefreshInterval is the longest time between background refreshes.
 	MaxRefreshInterval = 24 * time.Hour
 
-	// negativeTTL is how long a kid that a refetch did not find is refused
-	// without considering another refetch.
-	negativeTTL = 5 * time.Minute
-	// maxNegative bounds the negative cache of each issuer.
-	maxNegative = 4096
 	// firstFetchRetry bounds how long an issuer with no keys at all waits
 	// before a failed fetch may be retried (the cooldown if shorter).
 	firstFetchRetry = time.Second
@@ -83,7 +78,6 @@ type issuer struct {
 	lastErr     error      // the last fetch error, nil after a success
 	jwksURI     string     // from discovery; empty until discovered or after a failure
 	fetchedOnce bool       // a fetch succeeded before: later ones send no-cache
-	negative    map[string]time.Time
 }
 
 // fetchCall is one shared fetch of an issuer's keys.
@@ -92,39 +86,41 @@ type fetchCall struct {
 	err  error         // set before done is closed
 }
 
-// lookup returns the keys for kid from the cached set, without locking.
-func (is *issuer) lookup(kid string) ([]verifyKey, bool) {
+// lookup returns the cached key set and its keys for kid, without locking.
+func (is *issuer) lookup(kid string) (*keySet, []verifyKey, bool) {
 	ks := is.keys.Load()
 	if ks == nil {
-		return nil, false
+		return nil, nil, false
 	}
 	k, ok := ks.byKID[kid]
-	return k, ok
+	return ks, k, ok
 }
 
-// key returns the issuer's keys for kid. Known kids are answered from the
-// cache at once; when the cache is due for a refresh, one starts in the
-// background. An unknown kid makes the request wait for a fetch only if
-// one is running or the cooldown since the last one has passed; otherwise,
-// or if the kid was recently looked for and not found, it fails at once.
-func (v *Verifier) key(ctx context.Context, is *issuer, kid string, now time.Time) ([]verifyKey, error) {
-	if k, ok := is.lookup(kid); ok {
+// key returns the issuer's keys for kid and the key set they are from.
+// Known kids are answered from the cache at once; when the cache is due for
+// a refresh, one starts in the background. An unknown kid makes the request
+// wait for a fetch if one is running or the cooldown since the last one has
+// passed, and otherwise fails at once.
+//
+// There is deliberately no negative cache of kids a fetch did not find:
+// AWS's kids are predictable (RSA_0, then RSA_1), so one would let anyone
+// who can send a token block the issuer's next key until the entry expired.
+// The cooldown alone bounds what unknown kids cost: at most one fetch per
+// cooldown per issuer, whichever kids they name.
+func (v *Verifier) key(ctx context.Context, is *issuer, kid string, now time.Time) (*keySet, []verifyKey, error) {
+	if ks, k, ok := is.lookup(kid); ok {
 		if now.UnixNano() >= is.refreshAt.Load() {
 			v.refreshInBackground(ctx, is, now)
 		}
-		return k, nil
+		return ks, k, nil
 	}
 	is.mu.Lock()
 	// Look again: a fetch may have finished since.
-	if k, ok := is.lookup(kid); ok {
+	if ks, k, ok := is.lookup(kid); ok {
 		is.mu.Unlock()
-		return k, nil
+		return ks, k, nil
 	}
 	noKeys := is.keys.Load() == nil
-	if until, ok := is.negative[kid]; ok && now.Before(until) && is.inflight == nil {
-		is.mu.Unlock()
-		return nil, newError(ErrUnknownKey, fmt.Sprintf("kid %q not published by %s", kid, is.url), nil)
-	}
 	call := is.inflight
 	if call == nil {
 		wait := v.cooldown
@@ -135,9 +131,9 @@ func (v *Verifier) key(ctx context.Context, is *issuer, kid string, now time.Tim
 			lastErr := is.lastErr
 			is.mu.Unlock()
 			if noKeys {
-				return nil, newError(ErrKeysUnavailable, "keys of "+is.url+" not fetched yet; retry later", lastErr)
+				return nil, nil, newError(ErrKeysUnavailable, "keys of "+is.url+" not fetched yet; retry later", lastErr)
 			}
-			return nil, newError(ErrUnknownKey, fmt.Sprintf("kid %q not published by %s (refetch allowed every %s)", kid, is.url, v.cooldown), nil)
+			return nil, nil, newError(ErrUnknownKey, fmt.Sprintf("kid %q not published by %s (refetch allowed every %s)", kid, is.url, v.cooldown), nil)
 		}
 		call = v.startFetchLocked(ctx, is, now)
 	}
@@ -147,30 +143,16 @@ func (v *Verifier) key(ctx context.Context, is *issuer, kid string, now time.Tim
 	select {
 	case <-call.done:
 	case <-ctx.Done():
-		return nil, newError(ErrKeysUnavailable, "waiting for keys of "+is.url, ctx.Err())
+		return nil, nil, newError(ErrKeysUnavailable, "waiting for keys of "+is.url, ctx.Err())
 	}
-	if k, ok := is.lookup(kid); ok {
-		return k, nil
+	if ks, k, ok := is.lookup(kid); ok {
+		return ks, k, nil
 	}
 	if call.err != nil {
-		// The kid may well be published: it could not be checked. Not
-		// negative-cached, so the next fetch after the cooldown looks again.
-		return nil, newError(ErrKeysUnavailable, fmt.Sprintf("fetching keys of %s for kid %q", is.url, kid), call.err)
+		// The kid may well be published: it could not be checked.
+		return nil, nil, newError(ErrKeysUnavailable, fmt.Sprintf("fetching keys of %s for kid %q", is.url, kid), call.err)
 	}
-	is.mu.Lock()
-	if len(is.negative) >= maxNegative {
-		for k, until := range is.negative {
-			if !now.Before(until) {
-				delete(is.negative, k)
-			}
-		}
-		if len(is.negative) >= maxNegative {
-			clear(is.negative)
-		}
-	}
-	is.negative[kid] = now.Add(negativeTTL)
-	is.mu.Unlock()
-	return nil, newError(ErrUnknownKey, fmt.Sprintf("kid %q not published by %s", kid, is.url), nil)
+	return nil, nil, newError(ErrUnknownKey, fmt.Sprintf("kid %q not published by %s", kid, is.url), nil)
 }
 
 // refreshInBackground starts a fetch if the keys are due for a refresh and

@@ -250,10 +250,9 @@ func newIssuer(c Issuer, allowLoopbackHTTP bool) (*issuer, error) {
 		return nil, fmt.Errorf("Account %q is not a 12-digit AWS account ID", c.Account)
 	}
 	return &issuer{
-		url:      c.URL,
-		origin:   originOf(u),
-		account:  c.Account,
-		negative: make(map[string]time.Time),
+		url:     c.URL,
+		origin:  originOf(u),
+		account: c.Account,
 	}, nil
 }
 
@@ -314,11 +313,11 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Claims, error) {
 	}
 	if len(hdr.KeyID) > maxKeyIDLength {
 		// No issuer publishes such a kid: refuse it before it can cause a
-		// fetch, sit in the negative cache or fill an error message.
+		// fetch or fill an error message.
 		return nil, newError(ErrUnknownKey, fmt.Sprintf("kid of %d bytes, more than %d", len(hdr.KeyID), maxKeyIDLength), nil)
 	}
 	now := v.now()
-	keys, err := v.key(ctx, is, hdr.KeyID, now)
+	_, keys, err := v.key(ctx, is, hdr.KeyID, now)
 	if err != nil {
 		return nil, err
 	}
