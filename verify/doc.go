@@ -50,6 +50,21 @@
 // rotation, real tokens are refused for at most the cooldown.
 // [Verifier.Prime] fetches every issuer's keys at startup.
 //
+// # A token is checked once
+//
+// A sender reuses one token for up to an hour, so a receiver sees the same
+// string many times. A Verifier remembers the tokens that passed (up to
+// [Config.TokenCacheSize], 4096 by default; a negative size turns this
+// off) by the SHA-256 of the whole token, never the token itself, so only
+// a token identical in every byte is answered from memory, without parsing
+// or a signature check. Each such answer still checks exp (with the
+// leeway), iat and nbf against the clock, that the key that signed the
+// token is still in the issuer's key set (a refresh or rotation that
+// removes it drops the token, which is then verified anew and refused),
+// and applies [Policy] and the replay guard as to a new token. The
+// [Claims] of a remembered token share their slices, maps and Raw between
+// calls: treat them as read-only.
+//
 // # Results
 //
 // Errors are [*Error] values matching one sentinel each ([ErrExpired],

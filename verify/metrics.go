@@ -24,7 +24,11 @@ const instrumentationName = "github.com/stsauth/stsauth/verify"
 type metrics struct {
 	verifications metric.Int64Counter
 	fetches       metric.Int64Counter
-	byResult      map[string]metric.AddOption // precomputed, read-only after New
+	// byResult holds the attributes of each result, as the one-element
+	// slices Add takes: passing a precomputed slice spares each call the
+	// allocation of its variadic argument. Read-only after New.
+	byResult map[string][]metric.AddOption
+	success  []metric.AddOption // byResult["success"]
 }
 
 // newMetrics creates the instruments on mp (the global provider if nil) and
@@ -34,7 +38,7 @@ func newMetrics(mp metric.MeterProvider, issuers []*issuer) (*metrics, error) {
 		mp = otel.GetMeterProvider()
 	}
 	meter := mp.Meter(instrumentationName)
-	m := &metrics{byResult: make(map[string]metric.AddOption, len(kinds)+2)}
+	m := &metrics{byResult: make(map[string][]metric.AddOption, len(kinds)+2)}
 	var err, e error
 	m.verifications, e = meter.Int64Counter("verify.verification.count",
 		metric.WithDescription("Token verifications, by result."), metric.WithUnit("{token}"))
@@ -50,8 +54,9 @@ func newMetrics(mp metric.MeterProvider, issuers []*issuer) (*metrics, error) {
 		results = append(results, k.result)
 	}
 	for _, r := range results {
-		m.byResult[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", r)))
+		m.byResult[r] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", r)))}
 	}
+	m.success = m.byResult["success"]
 	for _, is := range issuers {
 		is.fetchOK = metric.WithAttributeSet(attribute.NewSet(attribute.String("issuer", is.url), attribute.String("result", "success")))
 		is.fetchErr = metric.WithAttributeSet(attribute.NewSet(attribute.String("issuer", is.url), attribute.String("result", "error")))
@@ -61,11 +66,11 @@ func newMetrics(mp metric.MeterProvider, issuers []*issuer) (*metrics, error) {
 
 // recordVerify counts one Verify call that returned err.
 func (m *metrics) recordVerify(ctx context.Context, err error) {
-	r := "success"
-	if err != nil {
-		r = infoOf(err).result
+	if err == nil {
+		m.verifications.Add(ctx, 1, m.success...)
+		return
 	}
-	m.verifications.Add(ctx, 1, m.byResult[r])
+	m.verifications.Add(ctx, 1, m.byResult[infoOf(err).result]...)
 }
 
 // recordFetch counts one key fetch of is that returned err.

@@ -87,6 +87,20 @@ type Config struct {
 	// first. The guard sees only this Verifier's tokens: replicas do not
 	// share it. If zero, there is no replay guard.
 	ReplayCacheSize int
+	// TokenCacheSize is how many verified tokens are remembered, so that a
+	// token sent again (a sender reuses one for up to an hour) is not
+	// parsed and its signature not checked again. A token is remembered by
+	// the SHA-256 of the whole token, never the token itself, and only a
+	// token identical in every byte is answered from the cache. On every
+	// use its exp (with the leeway), iat and nbf are checked again, the key
+	// that signed it must still be in the issuer's key set (a token whose
+	// key a refresh or rotation removed is verified anew, and fails), and
+	// the policy and the replay guard apply as to a new token. When full,
+	// expired tokens are forgotten first, then arbitrary ones. Each entry
+	// holds the token's claims, about 1 KiB. If zero,
+	// [DefaultTokenCacheSize] (4096) is used; a negative value turns the
+	// cache off.
+	TokenCacheSize int
 	// AllowInsecureLoopbackIssuers accepts http issuers on loopback hosts
 	// (localhost, 127.0.0.0/8, ::1), such as the ststest emulator and
 	// `stsproxy --local-sts`. Never needed with AWS.
@@ -126,6 +140,7 @@ type Verifier struct {
 	maxLifetime  time.Duration
 	policy       *compiledPolicy
 	replay       *replayGuard // nil without a replay guard
+	cache        *tokenCache  // nil with Config.TokenCacheSize < 0
 	client       *http.Client
 	fetchTimeout time.Duration
 	cooldown     time.Duration
@@ -203,6 +218,12 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.ReplayCacheSize > 0 {
 		v.replay = newReplayGuard(cfg.ReplayCacheSize)
 	}
+	switch {
+	case cfg.TokenCacheSize == 0:
+		v.cache = newTokenCache(DefaultTokenCacheSize)
+	case cfg.TokenCacheSize > 0:
+		v.cache = newTokenCache(cfg.TokenCacheSize)
+	}
 	var err error
 	if v.policy, err = compilePolicy(cfg.Policy); err != nil {
 		return nil, err
@@ -247,7 +268,7 @@ func newIssuer(c Issuer, allowLoopbackHTTP bool) (*issuer, error) {
 		return nil, fmt.Errorf("URL %q must be https (http only for loopback hosts)", c.URL)
 	}
 	if c.Account != "" && (len(c.Account) != 12 || strings.Trim(c.Account, "0123456789") != "") {
-		return nil, fmt.Errorf("Account %q is not a 12-digit AWS account ID", c.Account)
+		return nil, fmt.Errorf("account %q is not a 12-digit AWS account ID", c.Account)
 	}
 	return &issuer{
 		url:     c.URL,
@@ -274,6 +295,13 @@ func isLoopbackHost(host string) bool {
 // policy; and last the replay guard. Header fields jku, x5u, x5c and jwk are
 // ignored: keys come only from the issuer's own JWKS.
 //
+// A token that passed up to the account binding is remembered (see
+// [Config.TokenCacheSize]); the same token again is answered from memory
+// after checking the times, that its key is still published, the policy
+// and the replay guard. The [Claims] returned are the caller's own, but
+// their slices and maps (Audience, OUPath, the tags, Raw) are shared with
+// other calls for the same token: do not modify them.
+//
 // Keys are cached per issuer. ctx bounds only this call's wait for keys;
 // the fetch itself is shared and runs under its own timeout. Every error is
 // an [*Error] that matches one of the package's sentinel errors with
@@ -287,6 +315,19 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 func (v *Verifier) verify(ctx context.Context, raw string) (*Claims, error) {
 	if len(raw) > MaxTokenSize {
 		return nil, newError(ErrMalformed, fmt.Sprintf("token is %d bytes, more than %d", len(raw), MaxTokenSize), nil)
+	}
+	var h tokenHash
+	if v.cache != nil {
+		h = hashToken(raw)
+		now := v.now()
+		if e := v.cached(ctx, &h, now); e != nil {
+			if err := v.checkTimes(e.claims.Expiry, e.claims.IssuedAt, e.claims.NotBefore, now); err != nil {
+				v.cache.remove(&h, e)
+				return nil, err
+			}
+			c := e.claims
+			return v.admit(&c, now)
+		}
 	}
 	if !compactJWSChars(raw) {
 		return nil, newError(ErrMalformed, "token is not three base64url parts separated by dots", nil)
@@ -317,24 +358,34 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Claims, error) {
 		return nil, newError(ErrUnknownKey, fmt.Sprintf("kid of %d bytes, more than %d", len(hdr.KeyID), maxKeyIDLength), nil)
 	}
 	now := v.now()
-	_, keys, err := v.key(ctx, is, hdr.KeyID, now)
+	ks, keys, err := v.key(ctx, is, hdr.KeyID, now)
 	if err != nil {
 		return nil, err
 	}
-	var key any
+	var key verifyKey
 	for _, k := range keys {
 		if string(k.alg) == hdr.Algorithm {
-			key = k.key
+			key = k
 			break
 		}
 	}
-	if key == nil {
+	if key.key == nil {
 		return nil, newError(ErrAlgorithm, fmt.Sprintf("kid %q names a key that is not for %s", hdr.KeyID, hdr.Algorithm), nil)
 	}
-	if _, err := jws.Verify(key); err != nil {
+	if _, err := jws.Verify(key.key); err != nil {
 		return nil, newError(ErrSignature, fmt.Sprintf("kid %q", hdr.KeyID), nil)
 	}
-	if err := v.checkTimes(w, now); err != nil {
+	if w.Exp == nil {
+		return nil, newError(ErrMalformed, "no exp claim", nil)
+	}
+	if w.Iat == nil {
+		return nil, newError(ErrMalformed, "no iat claim", nil)
+	}
+	var nbf time.Time
+	if w.Nbf != nil {
+		nbf = w.Nbf.t
+	}
+	if err := v.checkTimes(w.Exp.t, w.Iat.t, nbf, now); err != nil {
 		return nil, err
 	}
 	if !v.skipAudience && !slices.ContainsFunc(w.Aud, func(a string) bool { return slices.Contains(v.audiences, a) }) {
@@ -344,6 +395,41 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Claims, error) {
 	if is.account != "" && c.AWS.Account != is.account {
 		return nil, newError(ErrAccount, fmt.Sprintf("aws_account %q, issuer %s belongs to %s", truncate(c.AWS.Account), is.url, is.account), nil)
 	}
+	if v.cache != nil {
+		e := &cacheEntry{is: is, kid: hdr.KeyID, key: key, until: c.Expiry.Add(v.leeway), claims: *c}
+		e.keys.Store(ks)
+		v.cache.add(&h, e, now)
+	}
+	return v.admit(c, now)
+}
+
+// cached returns the cache's entry for the token whose hash is h if its
+// key is still published, and nil otherwise. An entry whose key has left
+// the issuer's key set is dropped: the token is then verified anew, and
+// fails. Like any use of a known key, a hit starts a background refresh
+// when the issuer's keys are due for one.
+func (v *Verifier) cached(ctx context.Context, h *tokenHash, now time.Time) *cacheEntry {
+	e := v.cache.get(h)
+	if e == nil {
+		return nil
+	}
+	is := e.is
+	if ks := is.keys.Load(); e.keys.Load() != ks {
+		if !ks.publishes(e.kid, e.key) {
+			v.cache.remove(h, e)
+			return nil
+		}
+		e.keys.Store(ks)
+	}
+	if now.UnixNano() >= is.refreshAt.Load() {
+		v.refreshInBackground(ctx, is, now)
+	}
+	return e
+}
+
+// admit applies the checks that every request repeats, for a new token or
+// one from the cache: the policy and the replay guard.
+func (v *Verifier) admit(c *Claims, now time.Time) (*Claims, error) {
 	if err := v.policy.allow(c); err != nil {
 		return nil, err
 	}
@@ -358,23 +444,17 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Claims, error) {
 	return c, nil
 }
 
-// checkTimes checks exp, iat and nbf against now and the lifetime bound.
-func (v *Verifier) checkTimes(w *wireClaims, now time.Time) error {
-	if w.Exp == nil {
-		return newError(ErrMalformed, "no exp claim", nil)
-	}
-	if w.Iat == nil {
-		return newError(ErrMalformed, "no iat claim", nil)
-	}
-	exp, iat := w.Exp.t, w.Iat.t
+// checkTimes checks exp, iat and nbf (the zero time if absent) against now
+// and the lifetime bound.
+func (v *Verifier) checkTimes(exp, iat, nbf time.Time, now time.Time) error {
 	if now.After(exp.Add(v.leeway)) {
 		return newError(ErrExpired, fmt.Sprintf("exp %s is %s ago", exp.UTC().Format(time.RFC3339), now.Sub(exp).Round(time.Second)), nil)
 	}
 	if iat.After(now.Add(v.leeway)) {
 		return newError(ErrNotYetValid, fmt.Sprintf("iat %s is %s ahead", iat.UTC().Format(time.RFC3339), iat.Sub(now).Round(time.Second)), nil)
 	}
-	if w.Nbf != nil && w.Nbf.t.After(now.Add(v.leeway)) {
-		return newError(ErrNotYetValid, fmt.Sprintf("nbf %s is %s ahead", w.Nbf.t.UTC().Format(time.RFC3339), w.Nbf.t.Sub(now).Round(time.Second)), nil)
+	if !nbf.IsZero() && nbf.After(now.Add(v.leeway)) {
+		return newError(ErrNotYetValid, fmt.Sprintf("nbf %s is %s ahead", nbf.UTC().Format(time.RFC3339), nbf.Sub(now).Round(time.Second)), nil)
 	}
 	if life := exp.Sub(iat); life <= 0 || life > v.maxLifetime+v.leeway {
 		return newError(ErrLifetime, fmt.Sprintf("exp - iat is %s, want more than 0 and at most %s", life, v.maxLifetime), nil)
