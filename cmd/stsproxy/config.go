@@ -64,6 +64,10 @@ type flagSpec struct {
 	def   string // shown in usage; applied by validation, not by flag
 	usage string
 	noEnv bool // read from the command line only
+
+	// inbound marks a flag of "stsproxy inbound" alone: the outbound proxy,
+	// which takes every other flag, neither accepts nor validates it.
+	inbound bool
 }
 
 // env returns the environment variable for the flag: upper snake case of its
@@ -76,8 +80,13 @@ func (s flagSpec) env() string {
 	return strings.ToUpper(strings.ReplaceAll(s.name, "-", "_"))
 }
 
-// flagSpecs lists every flag stsproxy accepts, in usage order.
-var flagSpecs = []flagSpec{
+// flagSpecs lists every flag stsproxy and its subcommands accept, in usage
+// order: the proxy's, then those of "stsproxy inbound" alone.
+var flagSpecs = slices.Concat(proxyFlagSpecs, inboundFlagSpecs)
+
+// proxyFlagSpecs lists the flags of the outbound proxy, some of which the
+// subcommands share.
+var proxyFlagSpecs = []flagSpec{
 	{name: "listen-addr", def: defaultListenAddr, usage: "address the proxy listens on, host:port"},
 	{name: "allow-remote-clients", kind: kindBool, def: "false", usage: "the proxy is shared: clients on other hosts are expected and a network policy decides who reaches --listen-addr; without it a listener not on loopback logs a warning"},
 	{name: "upstream-host", usage: "pin every request to this upstream host[:port]; empty routes by --host-header"},
@@ -131,7 +140,10 @@ func (c *command) spec(s flagSpec) flagSpec {
 
 // takes reports whether c reads the flag named name.
 func (c *command) takes(name string) bool {
-	return c.flags == nil || slices.Contains(c.flags, name)
+	if c.flags == nil {
+		return !slices.ContainsFunc(inboundFlagSpecs, func(s flagSpec) bool { return s.name == name })
+	}
+	return slices.Contains(c.flags, name)
 }
 
 // proxyCommand is stsproxy itself: the proxy, with every flag.
@@ -146,7 +158,7 @@ var tokenCommand = &command{
 }
 
 // subcommands lists, for the proxy's usage, the subcommands that take flags.
-var subcommands = []*command{tokenCommand, policyCommand, healthcheckCommand, doctorCommand, demoCommand, demoRequestCommand}
+var subcommands = []*command{tokenCommand, policyCommand, healthcheckCommand, doctorCommand, demoCommand, demoRequestCommand, inboundCommand}
 
 // config is the validated configuration of one run.
 type config struct {
@@ -186,6 +198,8 @@ type config struct {
 	shutdownTimeout   time.Duration
 	localSTS          bool
 	version           bool
+
+	inbound *inboundConfig // "stsproxy inbound" only
 
 	// Set by "stsproxy demo", never by flags: the STS client to use instead
 	// of one built from the configuration, and a func serve calls once the
@@ -331,6 +345,9 @@ func parseCommandConfig(cmd *command, args []string, getenv func(string) string)
 		}
 	}
 	c, err := validate(raw)
+	if err == nil && cmd == inboundCommand {
+		c.inbound, err = validateInbound(raw, c)
+	}
 	if err != nil || c.version || cmd != proxyCommand {
 		return c, err
 	}
@@ -489,24 +506,8 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	}
 
 	if rv := raw["token-tag"]; rv.set() {
-		c.tags = make(map[string]string, len(rv.vals))
-		for _, kv := range rv.vals {
-			k, val, ok := strings.Cut(kv, "=")
-			switch {
-			case !ok || k == "":
-				return nil, invalid(rv.spec, kv, "want key=value")
-			case utf8.RuneCountInString(k) > stsauth.MaxTagKeyLength:
-				return nil, invalid(rv.spec, kv, "want a key of 1 to %d characters", stsauth.MaxTagKeyLength)
-			case utf8.RuneCountInString(val) > stsauth.MaxTagValueLength:
-				return nil, invalid(rv.spec, kv, "want a value of at most %d characters", stsauth.MaxTagValueLength)
-			}
-			if _, dup := c.tags[k]; dup {
-				return nil, invalid(rv.spec, kv, "want each key once")
-			}
-			c.tags[k] = val
-		}
-		if len(c.tags) > stsauth.MaxTags {
-			return nil, invalid(rv.spec, rv.String(), "want at most %d tags", stsauth.MaxTags)
+		if c.tags, err = parseTags(rv); err != nil {
+			return nil, err
 		}
 	}
 
@@ -584,6 +585,31 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	return c, nil
 }
 
+// parseTags parses the key=value values of a tag flag, within the limits
+// STS sets on session tags.
+func parseTags(rv *rawValue) (map[string]string, error) {
+	tags := make(map[string]string, len(rv.vals))
+	for _, kv := range rv.vals {
+		k, val, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok || k == "":
+			return nil, invalid(rv.spec, kv, "want key=value")
+		case utf8.RuneCountInString(k) > stsauth.MaxTagKeyLength:
+			return nil, invalid(rv.spec, kv, "want a key of 1 to %d characters", stsauth.MaxTagKeyLength)
+		case utf8.RuneCountInString(val) > stsauth.MaxTagValueLength:
+			return nil, invalid(rv.spec, kv, "want a value of at most %d characters", stsauth.MaxTagValueLength)
+		}
+		if _, dup := tags[k]; dup {
+			return nil, invalid(rv.spec, kv, "want each key once")
+		}
+		tags[k] = val
+	}
+	if len(tags) > stsauth.MaxTags {
+		return nil, invalid(rv.spec, rv.String(), "want at most %d tags", stsauth.MaxTags)
+	}
+	return tags, nil
+}
+
 // parsePositiveDuration parses a Go duration that must be more than 0.
 func parsePositiveDuration(v string) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
@@ -639,7 +665,11 @@ func writeCommandUsage(w io.Writer, cmd *command) {
 		fmt.Fprintf(w, "       %s\n", verifySynopsis)
 	}
 	fmt.Fprintf(w, "\nEvery flag can also be set by its environment variable; a flag beats its variable.\n\nFlags:\n")
-	for _, s := range flagSpecs {
+	specs := flagSpecs
+	if cmd == inboundCommand {
+		specs = slices.Concat(inboundFlagSpecs, proxyFlagSpecs) // its own flags first
+	}
+	for _, s := range specs {
 		if !cmd.takes(s.name) {
 			continue
 		}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/stsauth/stsauth"
+	"github.com/stsauth/stsauth/verify"
 )
 
 // Idle upstream connections kept for reuse: per host, and in all (which
@@ -50,6 +51,7 @@ type requestState struct {
 	// principal_id. Never the token.
 	auth      string
 	principal string
+	claims    *verify.Claims // the verified claims, for the identity headers
 }
 
 // stateKey is the context key of the *requestState.

@@ -62,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return runToken(ctx, args[1:], getenv, stdout, stderr)
 		case "demo":
 			return runDemo(ctx, args[1:], getenv, stdout, stderr)
+		case "inbound":
+			return runInbound(ctx, args[1:], getenv, stdout, stderr)
 		case "version":
 			return runVersion(args[1:], stdout, stderr)
 		case "policy":
@@ -177,15 +179,11 @@ func newTokenSource(cfg *config, client stsauth.GetWebIdentityTokenAPIClient, mp
 // serve runs the proxy and admin listeners until ctx is done, then shuts
 // down gracefully. It returns an error only for a runtime failure.
 func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
-	tel, err := newTelemetry(cfg.metricsEnabled)
+	tel, pm, err := newServerTelemetry(cfg)
 	if err != nil {
 		return err
 	}
 	defer tel.shutdown(context.Background())
-	pm, err := newProxyMetrics(tel.provider)
-	if err != nil {
-		return err
-	}
 	client, closeSTS, err := newSTSClient(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -228,6 +226,19 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// newServerTelemetry returns the metrics pipeline of a server mode and the
+// request instruments every mode has. The caller must shut tel down.
+func newServerTelemetry(cfg *config) (tel *telemetry, pm *proxyMetrics, err error) {
+	if tel, err = newTelemetry(cfg.metricsEnabled); err != nil {
+		return nil, nil, err
+	}
+	if pm, err = newProxyMetrics(tel.provider); err != nil {
+		_ = tel.shutdown(context.Background())
+		return nil, nil, err
+	}
+	return tel, pm, nil
 }
 
 // serverMode is what one server mode (the outbound proxy, stsproxy inbound)
