@@ -64,7 +64,9 @@ type AWSClaims struct {
 	PrincipalID string
 	// PrincipalTags is principal_tags, the tags on the calling principal.
 	PrincipalTags map[string]string
-	// RequestTags is request_tags, the tags passed to GetWebIdentityToken.
+	// RequestTags is request_tags, the tags passed to GetWebIdentityToken:
+	// chosen by the caller, so fit for routing, never for authorization
+	// (see [Policy.RequestTags]).
 	RequestTags map[string]string
 	// OriginalSessionExp is original_session_exp, when the calling session
 	// expires; the zero time if absent or not an RFC 3339 time.

@@ -26,8 +26,9 @@
 // checked with a leeway (30 s by default), and exp - iat may not exceed an
 // hour. Keys come only from the issuer's own discovery document and JWKS:
 // the jku, x5u, x5c and jwk header fields are never followed. [Policy]
-// restricts callers by account, organization, OU path, principal ARN and
-// request tags, and an optional replay guard refuses a jti seen before.
+// restricts callers by account, organization, OU path and principal ARN,
+// and routes by request tags (which the caller chooses: never authorize on
+// them); an optional replay guard refuses a jti seen before.
 //
 // # Keys
 //
@@ -70,8 +71,9 @@
 // Errors are [*Error] values matching one sentinel each ([ErrExpired],
 // [ErrAudience], [ErrUntrustedIssuer], [ErrSignature], [ErrPolicy],
 // [ErrReplay] and so on), and never contain the token. The verifier counts
-// verifications by result and key fetches by issuer and result with
-// OpenTelemetry metrics.
+// verifications by result, key fetches by issuer and result, and tokens
+// the replay guard had to forget before they expired, with OpenTelemetry
+// metrics.
 //
 // A [Verifier] is safe for concurrent use by multiple goroutines.
 //

@@ -18,12 +18,16 @@ const instrumentationName = "github.com/stsauth/stsauth/verify"
 //     the error kind ("expired", "audience", "bad_signature", ...).
 //   - verify.jwks.fetch.count {issuer, result}: key fetches, result
 //     "success" or "error".
+//   - verify.replay.eviction.count: tokens the replay guard forgot before
+//     they expired because it was full (see [Config.ReplayCacheSize]); a
+//     token forgotten so could be replayed unnoticed.
 //
 // Attribute values are bounded: results are a fixed set and issuers are
 // the configured ones.
 type metrics struct {
 	verifications metric.Int64Counter
 	fetches       metric.Int64Counter
+	evictions     metric.Int64Counter // of the replay guard
 	// byResult holds the attributes of each result, as the one-element
 	// slices Add takes: passing a precomputed slice spares each call the
 	// allocation of its variadic argument. Read-only after New.
@@ -45,6 +49,9 @@ func newMetrics(mp metric.MeterProvider, issuers []*issuer) (*metrics, error) {
 	err = errors.Join(err, e)
 	m.fetches, e = meter.Int64Counter("verify.jwks.fetch.count",
 		metric.WithDescription("Fetches of an issuer's discovery document and JWKS, by issuer and result."), metric.WithUnit("{fetch}"))
+	err = errors.Join(err, e)
+	m.evictions, e = meter.Int64Counter("verify.replay.eviction.count",
+		metric.WithDescription("Tokens the replay guard forgot before they expired because it was full: each could be replayed unnoticed. Raise the replay cache size."), metric.WithUnit("{token}"))
 	err = errors.Join(err, e)
 	if err != nil {
 		return nil, err

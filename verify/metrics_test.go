@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -61,4 +62,33 @@ func TestMetrics(t *testing.T) {
 		"issuer=" + s.URL + ",result=success":  1,
 		"issuer=" + down.URL + ",result=error": 1,
 	}, got["verify.jwks.fetch.count"])
+}
+
+// TestReplayEvictionMetric: a replay guard too small for the tokens it sees
+// forgets unexpired ones, and each is counted, so an operator can tell it
+// protects little.
+func TestReplayEvictionMetric(t *testing.T) {
+	t.Parallel()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	clock := newClock()
+	s := startSTS(t, clock, nil)
+	v := newTestVerifier(t, clock, Config{Issuers: []Issuer{{URL: s.URL}}, Audiences: []string{aud}, ReplayCacheSize: 2, MeterProvider: mp})
+	var toks []string
+	for range 5 {
+		tok := mint(t, s, "ES384", aud)
+		toks = append(toks, tok)
+		_, err := v.Verify(t.Context(), tok)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, map[string]int64{"": 3}, counts(t, reader)["verify.replay.eviction.count"], "5 live tokens through a guard of 2")
+	_, err := v.Verify(t.Context(), toks[0])
+	assert.NoError(t, err, "a forgotten token can be replayed: what the metric warns of")
+	assert.Equal(t, map[string]int64{"": 4}, counts(t, reader)["verify.replay.eviction.count"], "remembering it again evicted another")
+
+	clock.Advance(time.Hour) // every token expired
+	_, err = v.Verify(t.Context(), mint(t, s, "ES384", aud))
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int64{"": 4}, counts(t, reader)["verify.replay.eviction.count"], "expired entries make room without an eviction")
 }

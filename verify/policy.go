@@ -30,7 +30,12 @@ type Policy struct {
 	// "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_*".
 	Principals []string
 	// RequestTags lists request tags the token must carry, each with
-	// exactly this value.
+	// exactly this value. Request tags are chosen by the caller: whoever
+	// asks STS for the token sets them (GetWebIdentityToken's Tags, any
+	// value, given sts:TagGetWebIdentityToken). Use this rule for routing,
+	// to keep apart the tokens well-behaved callers mint for different
+	// purposes, never for authorization: it does not restrict who may
+	// call. Authorize with Accounts, OrgIDs, OUPathPrefixes or Principals.
 	RequestTags map[string]string
 	// Check, if non-nil, runs last on the claims for any other rule. A
 	// non-nil error refuses the token; [errors.Is] with [ErrPolicy] holds

@@ -14,10 +14,9 @@ import (
 type replayGuard struct {
 	size int
 
-	mu      sync.Mutex // guards seen and byExp
-	seen    map[replayKey]*replayEntry
-	byExp   replayHeap
-	evicted int64 // unexpired entries dropped because the guard was full
+	mu    sync.Mutex // guards seen and byExp
+	seen  map[replayKey]*replayEntry
+	byExp replayHeap
 }
 
 // replayKey identifies a token: jti values are unique per issuer.
@@ -34,11 +33,12 @@ func newReplayGuard(size int) *replayGuard {
 }
 
 // check records the token (iss, jti), remembered until until (the last
-// instant the token is accepted), and reports whether it is new. A token
-// seen before whose entry has expired is new again: it fails the expiry
-// check anyway. An entry is kept through until itself, which the expiry
-// check still accepts.
-func (g *replayGuard) check(iss, jti string, until, now time.Time) bool {
+// instant the token is accepted), and reports whether it is new, and
+// whether recording it made the guard forget an unexpired token because it
+// was full. A token seen before whose entry has expired is new again: it
+// fails the expiry check anyway. An entry is kept through until itself,
+// which the expiry check still accepts.
+func (g *replayGuard) check(iss, jti string, until, now time.Time) (fresh, evicted bool) {
 	k := replayKey{iss, jti}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -47,17 +47,17 @@ func (g *replayGuard) check(iss, jti string, until, now time.Time) bool {
 		delete(g.seen, e.key)
 	}
 	if _, ok := g.seen[k]; ok {
-		return false
+		return false, false
 	}
 	if len(g.byExp) >= g.size {
 		e := heap.Pop(&g.byExp).(*replayEntry)
 		delete(g.seen, e.key)
-		g.evicted++
+		evicted = true
 	}
 	e := &replayEntry{key: k, until: until}
 	heap.Push(&g.byExp, e)
 	g.seen[k] = e
-	return true
+	return true, evicted
 }
 
 // len returns the number of remembered tokens.

@@ -46,19 +46,24 @@ func TestReplayGuardBounds(t *testing.T) {
 	t.Parallel()
 	now := start
 	g := newReplayGuard(3)
-	for i := range 3 {
-		require.True(t, g.check("iss", fmt.Sprint(i), now.Add(time.Duration(i+1)*time.Minute), now))
+	type result struct{ fresh, evicted bool }
+	check := func(iss, jti string, until, now time.Time) result {
+		fresh, evicted := g.check(iss, jti, until, now)
+		return result{fresh, evicted}
 	}
-	assert.False(t, g.check("iss", "0", now.Add(time.Minute), now), "seen")
-	assert.True(t, g.check("other-iss", "0", now.Add(time.Minute), now), "jti is per issuer")
+	for i := range 3 {
+		require.Equal(t, result{true, false}, check("iss", fmt.Sprint(i), now.Add(time.Duration(i+1)*time.Minute), now))
+	}
+	assert.Equal(t, result{false, false}, check("iss", "0", now.Add(time.Minute), now), "seen")
+	assert.Equal(t, result{true, true}, check("other-iss", "0", now.Add(time.Minute), now), "jti is per issuer; full: an unexpired entry is evicted")
 	assert.Equal(t, 3, g.len(), "full: the entry closest to expiry went")
-	assert.True(t, g.check("iss", "0", now.Add(time.Minute), now), "the evicted entry is forgotten")
+	assert.Equal(t, result{true, true}, check("iss", "0", now.Add(time.Minute), now), "the evicted entry is forgotten")
 
 	later := now.Add(90 * time.Second)
-	assert.True(t, g.check("iss", "new", later.Add(time.Minute), later))
+	assert.Equal(t, result{true, false}, check("iss", "new", later.Add(time.Minute), later), "expired entries make room: no eviction")
 	assert.LessOrEqual(t, g.len(), 3)
-	assert.False(t, g.check("iss", "2", later.Add(time.Minute), later), "unexpired entries stay")
+	assert.Equal(t, result{false, false}, check("iss", "2", later.Add(time.Minute), later), "unexpired entries stay")
 	muchLater := now.Add(time.Hour)
-	assert.True(t, g.check("iss", "2", muchLater.Add(time.Minute), muchLater), "expired entries go")
+	assert.Equal(t, result{true, false}, check("iss", "2", muchLater.Add(time.Minute), muchLater), "expired entries go")
 	assert.Equal(t, 1, g.len())
 }

@@ -84,7 +84,9 @@ type Config struct {
 	// each accepted token is remembered until the token expires, up to this
 	// many tokens, and a token whose jti was seen is refused with
 	// [ErrReplay]. When full, the entries closest to expiry are forgotten
-	// first. The guard sees only this Verifier's tokens: replicas do not
+	// first, and counted (verify.replay.eviction.count): a token forgotten
+	// before it expires could be replayed, so any count means the guard is
+	// too small for the rate of distinct tokens times their lifetime. The guard sees only this Verifier's tokens: replicas do not
 	// share it. If zero, there is no replay guard.
 	ReplayCacheSize int
 	// TokenCacheSize is how many verified tokens are remembered, so that a
@@ -326,7 +328,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Claims, error) {
 				return nil, err
 			}
 			c := e.claims
-			return v.admit(&c, now)
+			return v.admit(ctx, &c, now)
 		}
 	}
 	if !compactJWSChars(raw) {
@@ -400,7 +402,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Claims, error) {
 		e.keys.Store(ks)
 		v.cache.add(&h, e, now)
 	}
-	return v.admit(c, now)
+	return v.admit(ctx, c, now)
 }
 
 // cached returns the cache's entry for the token whose hash is h if its
@@ -429,7 +431,7 @@ func (v *Verifier) cached(ctx context.Context, h *tokenHash, now time.Time) *cac
 
 // admit applies the checks that every request repeats, for a new token or
 // one from the cache: the policy and the replay guard.
-func (v *Verifier) admit(c *Claims, now time.Time) (*Claims, error) {
+func (v *Verifier) admit(ctx context.Context, c *Claims, now time.Time) (*Claims, error) {
 	if err := v.policy.allow(c); err != nil {
 		return nil, err
 	}
@@ -437,7 +439,11 @@ func (v *Verifier) admit(c *Claims, now time.Time) (*Claims, error) {
 		if c.ID == "" {
 			return nil, newError(ErrReplay, "token has no jti; the replay guard needs one", nil)
 		}
-		if !v.replay.check(c.Issuer, c.ID, c.Expiry.Add(v.leeway), now) {
+		fresh, evicted := v.replay.check(c.Issuer, c.ID, c.Expiry.Add(v.leeway), now)
+		if evicted {
+			v.metrics.evictions.Add(ctx, 1)
+		}
+		if !fresh {
 			return nil, newError(ErrReplay, fmt.Sprintf("jti %q seen before", truncate(c.ID)), nil)
 		}
 	}
