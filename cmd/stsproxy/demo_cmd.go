@@ -1,20 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/stsauth/stsauth/ststest"
-	"github.com/stsauth/stsauth/verify"
-	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // Settings of "stsproxy demo" and "stsproxy demo request".
@@ -73,50 +70,6 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	log := newLogger(cfg, stderr)
 
-	emu := ststest.NewServer()
-	defer emu.Close()
-	upLn, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: demo: listen for the upstream: %v\n", err)
-		return 1
-	}
-	account := emu.AccountID
-	if account == "" {
-		account = ststest.DefaultAccountID
-	}
-	vclient := &http.Client{Transport: &http.Transport{}}
-	defer vclient.CloseIdleConnections()
-	v, err := verify.New(verify.Config{
-		Issuers:                      []verify.Issuer{{URL: emu.Issuer(), Account: account}},
-		Audiences:                    cfg.audience.Values(),
-		AllowInsecureLoopbackIssuers: true, // the emulator's issuer is http on loopback
-		HTTPClient:                   vclient,
-		MeterProvider:                noop.NewMeterProvider(),
-		Logger:                       log,
-	})
-	if err != nil {
-		upLn.Close()
-		fmt.Fprintf(stderr, "stsproxy: demo: %v\n", err)
-		return 1
-	}
-	up := &http.Server{Handler: demoUpstream(v, emu.Issuer()), ReadHeaderTimeout: readHeaderTimeout}
-	upDone := make(chan struct{})
-	go func() {
-		defer close(upDone)
-		_ = up.Serve(upLn)
-	}()
-	defer func() {
-		_ = up.Close()
-		<-upDone
-	}()
-
-	cfg.sts = emu.Client()
-	cfg.upstreamHost = upLn.Addr().String()
-	cfg.upstreamScheme = "http"
-	cfg.onReady = func(addr, metricsAddr string) {
-		fmt.Fprint(stdout, demoBanner(addr, metricsAddr, cfg.upstreamHost, emu.Issuer(), cfg.audience.Values(), runningUnderGoRun()))
-	}
-
 	ctx, stop := context.WithCancel(ctx)
 	watched := make(chan struct{})
 	go func() {
@@ -127,6 +80,69 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		stop()
 		<-watched
 	}()
+
+	emu := ststest.NewServer()
+	defer emu.Close()
+	account := emu.AccountID
+	if account == "" {
+		account = ststest.DefaultAccountID
+	}
+	appLn, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintf(stderr, "stsproxy: demo: listen for the app: %v\n", err)
+		return 1
+	}
+	app := &http.Server{Handler: demoApp(emu.Issuer()), ReadHeaderTimeout: readHeaderTimeout}
+	appDone := make(chan struct{})
+	go func() {
+		defer close(appDone)
+		_ = app.Serve(appLn)
+	}()
+	defer func() {
+		_ = app.Close()
+		<-appDone
+	}()
+
+	// stsproxy inbound in front of the app, as its sidecar would be.
+	inboundArgs := []string{"--listen-addr", "127.0.0.1:0", "--metrics-enabled=false",
+		"--upstream", "http://" + appLn.Addr().String(), "--issuer", emu.Issuer(), "--account", account,
+		"--allow-insecure-issuer", "--log-level", cfg.logLevel.String(), "--log-format", cfg.logFormat}
+	for _, a := range cfg.audience.Values() {
+		inboundArgs = append(inboundArgs, "--audience", a)
+	}
+	icfg, err := parseCommandConfig(inboundCommand, inboundArgs, func(string) string { return "" })
+	if err != nil {
+		fmt.Fprintf(stderr, "stsproxy: demo: %v\n", err)
+		return 1
+	}
+	inboundReady := make(chan string, 1)
+	icfg.onReady = func(addr, _ string) { inboundReady <- addr }
+	inboundCtx, stopInbound := context.WithCancel(ctx)
+	inboundDone := make(chan error, 1)
+	go func() { inboundDone <- serveInbound(inboundCtx, icfg, log.With("mode", "inbound")) }()
+	defer func() {
+		stopInbound()
+		<-inboundDone
+	}()
+	var inboundAddr string
+	select {
+	case inboundAddr = <-inboundReady:
+	case err := <-inboundDone:
+		inboundDone <- err // for the deferred wait
+		fmt.Fprintf(stderr, "stsproxy: demo: stsproxy inbound: %v\n", err)
+		return 1
+	case <-ctx.Done():
+		fmt.Fprintln(stdout, "stsproxy demo: stopped")
+		return 0
+	}
+
+	cfg.sts = emu.Client()
+	cfg.upstreamHost = inboundAddr
+	cfg.upstreamScheme = "http"
+	cfg.onReady = func(addr, metricsAddr string) {
+		fmt.Fprint(stdout, demoBanner(demoAddrs{proxy: addr, metrics: metricsAddr, inbound: inboundAddr, app: appLn.Addr().String()},
+			emu.Issuer(), cfg.audience.Values(), runningUnderGoRun()))
+	}
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("stsproxy demo failed", "error", err.Error())
 		return 1
@@ -163,23 +179,32 @@ func runningUnderGoRun() bool {
 	return err == nil && strings.Contains(exe, string(os.PathSeparator)+"go-build")
 }
 
+// demoAddrs are where the parts of the demo listen.
+type demoAddrs struct {
+	proxy, metrics string // stsproxy
+	inbound        string // stsproxy inbound
+	app            string // the app behind it
+}
+
 // demoBanner is what the demo prints once it is ready: what runs where, and
 // what to run next.
-func demoBanner(addr, metricsAddr, upstream, issuer string, audience []string, goRun bool) string {
+func demoBanner(a demoAddrs, issuer string, audience []string, goRun bool) string {
 	next := "stsproxy demo request"
 	if goRun {
 		next = "go run ./cmd/stsproxy demo request"
 	}
-	if addr != defaultDemoAddr {
-		next += " --listen-addr " + addr
+	if a.proxy != defaultDemoAddr {
+		next += " --listen-addr " + a.proxy
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "stsproxy demo is ready: an STS emulator, an upstream that verifies tokens, and stsproxy in front of it.\n\n")
-	fmt.Fprintf(&b, "  proxy     http://%s (pinned to the upstream; token audience %s)\n", addr, strings.Join(audience, ","))
-	fmt.Fprintf(&b, "  upstream  http://%s (checks each token against the issuer's keys)\n", upstream)
+	fmt.Fprintf(&b, "stsproxy demo is ready: client -> stsproxy -> stsproxy inbound -> app, with an STS emulator.\n\n")
+	fmt.Fprintf(&b, "  proxy     http://%s (pinned to stsproxy inbound; token audience %s)\n", a.proxy, strings.Join(audience, ","))
+	fmt.Fprintf(&b, "  inbound   http://%s (stsproxy inbound: verifies each token, passes the identity to the app as X-Aws-* headers)\n", a.inbound)
+	fmt.Fprintf(&b, "  app       http://%s (prints the identity headers it received)\n", a.app)
 	fmt.Fprintf(&b, "  STS       %s (emulator: issuer, /.well-known/openid-configuration, /.well-known/jwks.json)\n", issuer)
-	fmt.Fprintf(&b, "  metrics   http://%s/metrics\n\n", metricsAddr)
-	fmt.Fprintf(&b, "Next, in another terminal:\n  %s\nor\n  %s\n\n", next, demoCurl(addr))
+	fmt.Fprintf(&b, "  metrics   http://%s/metrics\n\n", a.metrics)
+	fmt.Fprintf(&b, "Next, in another terminal:\n  %s\nor\n  %s\n", next, demoCurl(a.proxy))
+	fmt.Fprintf(&b, "and without stsproxy, so without a token (401):\n  curl -sS -i http://%s%s\n\n", a.inbound, demoPath)
 	fmt.Fprintf(&b, "Stop with Ctrl-C (or one SIGTERM): it stops everything.\n")
 	return b.String()
 }
@@ -228,7 +253,7 @@ func runDemoRequest(ctx context.Context, args []string, getenv func(string) stri
 	}
 	fmt.Fprintf(stdout, "GET http://%s%s: %s\n\n%s", cfg.listenAddr, demoPath, res.Status, body)
 	if res.StatusCode != http.StatusOK || res.Header.Get(demoVerifiedHeader) != "true" {
-		fmt.Fprintf(stderr, "stsproxy: demo request: the token did not reach the upstream verified (%s)\n", res.Status)
+		fmt.Fprintf(stderr, "stsproxy: demo request: no verified identity reached the app (%s)\n", res.Status)
 		return 1
 	}
 	return 0
@@ -258,49 +283,47 @@ func waitListening(ctx context.Context, addr string, waiting func()) error {
 	}
 }
 
-// demoUpstream answers every request with a plain-text account of the
-// token it carries: how it arrived, whether it verified (with package
-// verify, as an API receiving it would) and its claims. It shows only the
-// start of the JWT, never all of it: even an emulator's token is not
-// printed whole.
-func demoUpstream(v *verify.Verifier, issuer string) http.Handler {
+// demoApp answers every request with a plain-text account of what it
+// received from stsproxy inbound: the identity headers, and whether a token
+// came along (it should not: stsproxy inbound removes it). It sets
+// demoVerifiedHeader to whether an identity arrived, which stsproxy inbound
+// sends only for a verified token.
+func demoApp(issuer string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b strings.Builder
-		fmt.Fprintf(&b, "The upstream received %s %s", r.Method, r.URL.Path)
+		fmt.Fprintf(&b, "The app received %s %s", r.Method, r.URL.Path)
 		if via := r.Header.Get("Via"); via != "" {
 			fmt.Fprintf(&b, " through stsproxy (Via: %s)", via)
 		}
-		b.WriteString(", with\n")
-		auth := r.Header.Get("Authorization")
-		raw, isBearer := strings.CutPrefix(auth, "Bearer ")
-		status := http.StatusUnauthorized
-		switch {
-		case auth == "":
-			b.WriteString("  no Authorization header.\n")
-		case !isBearer:
-			b.WriteString("  an Authorization header that is not a bearer token.\n")
-		default:
-			fmt.Fprintf(&b, "  Authorization: Bearer %s... (a JWT of %d bytes; the rest is not shown)\n\n", raw[:min(len(raw), 24)], len(raw))
-			c, err := v.Verify(r.Context(), raw)
-			if err != nil {
-				fmt.Fprintf(&b, "The token is NOT verified: %v\n", err)
-				break
+		fmt.Fprintf(&b, " and stsproxy inbound.\n\n")
+		names := make([]string, 0, len(r.Header))
+		for name := range r.Header {
+			if hasPrefixFold(name, defaultClaimHeaderPrefix) {
+				names = append(names, name)
 			}
-			var claims bytes.Buffer
-			if err := json.Indent(&claims, c.Raw, "", "  "); err != nil {
-				fmt.Fprintf(&b, "The token's claims do not print: %v\n", err)
-				break
-			}
-			status = http.StatusOK
-			fmt.Fprintf(&b, "The token is verified, by package verify as the API receiving it would: its signature\n")
-			fmt.Fprintf(&b, "checks out against the keys %s publishes (found through its\n", issuer)
-			fmt.Fprintf(&b, "/.well-known/openid-configuration), its audience is %s, its account %s,\n", strings.Join(c.Audience, ","), c.AWS.Account)
-			fmt.Fprintf(&b, "and it expires in %v.\n\n", time.Until(c.Expiry).Round(time.Second))
-			fmt.Fprintf(&b, "Its claims:\n%s\n", claims.String())
 		}
+		slices.Sort(names)
+		verified := len(r.Header.Values(defaultClaimHeaderPrefix+"Account")) == 1
+		if verified {
+			fmt.Fprintf(&b, "stsproxy attached a token; stsproxy inbound verified it with package verify (its signature\n")
+			fmt.Fprintf(&b, "against the keys %s publishes, issuer, account,\n", issuer)
+			fmt.Fprintf(&b, "audience and lifetime) and passed the caller's identity on as headers:\n\n")
+		} else {
+			fmt.Fprintf(&b, "No verified identity arrived.\n\n")
+		}
+		for _, name := range names {
+			for _, v := range r.Header.Values(name) {
+				fmt.Fprintf(&b, "  %s: %s\n", name, v)
+			}
+		}
+		if r.Header.Get("Authorization") == "" {
+			fmt.Fprintf(&b, "\nNo Authorization header: the token stopped at stsproxy inbound, and so did any X-Aws-*\nheader a client sent.\n")
+		} else {
+			fmt.Fprintf(&b, "\nAn Authorization header arrived too (--forward-token).\n")
+		}
+		fmt.Fprintf(&b, "Authorize on X-Aws-Principal-Id, the caller's ARN; X-Aws-Subject may name the user a session\nacts for instead.\n")
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set(demoVerifiedHeader, fmt.Sprint(status == http.StatusOK))
-		w.WriteHeader(status)
+		w.Header().Set(demoVerifiedHeader, fmt.Sprint(verified))
 		io.WriteString(w, b.String())
 	})
 }

@@ -275,7 +275,7 @@ func serveInbound(ctx context.Context, cfg *config, log *slog.Logger) error {
 			})
 		},
 		ready:       v.Ready,
-		listenAttrs: []any{"mode", "inbound", "upstream", ic.upstream.Redacted(), "issuers", len(vc.Issuers)},
+		listenAttrs: []any{"upstream", ic.upstream.Redacted(), "issuers", len(vc.Issuers)},
 	}
 	err = runServer(ctx, cfg, log, tel, mode)
 	log.Info("stopped")
