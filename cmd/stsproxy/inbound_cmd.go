@@ -39,7 +39,7 @@ var inboundFlagSpecs = []flagSpec{
 	{name: "allow-org", kind: kindList, inbound: true, usage: "allowed AWS Organizations ID, o-... (repeatable; env is a comma list)"},
 	{name: "allow-ou-prefix", kind: kindList, inbound: true, usage: "allowed OU path prefix, o-.../r-.../ou-.../, matching whole segments (repeatable; env is a comma list)"},
 	{name: "allow-principal", kind: kindList, inbound: true, usage: "allowed principal_id ARN pattern, IAM StringLike: * any run, ? one character, case-sensitive (repeatable; env is a comma list)"},
-	{name: "require-tag", kind: kindList, inbound: true, usage: "request tag key=value the token must carry (repeatable; env is a comma list)"},
+	{name: "require-tag", kind: kindList, inbound: true, usage: "request tag key=value the token must carry (repeatable; env is a comma list); the caller chooses its tags, so this routes, it does not authorize"},
 	{name: "replay-cache-size", def: "0", inbound: true, usage: "refuse a token whose jti was seen before, remembering up to this many, 0 (off) to " + strconv.Itoa(maxReplayCacheSize) + "; only for callers that mint a token per request"},
 	{name: "claim-header-prefix", def: defaultClaimHeaderPrefix, inbound: true, usage: "prefix of the identity headers sent upstream; every inbound header with it is removed. A header name prefix ending in -"},
 	{name: "forward-token", kind: kindBool, def: "false", inbound: true, usage: "pass the Authorization header on to the upstream; by default it is removed"},
@@ -54,7 +54,7 @@ var inboundCommand = &command{
 	flags: []string{"upstream", "issuer", "audience", "allow-insecure-issuer", "account", "allow-org", "allow-ou-prefix",
 		"allow-principal", "require-tag", "replay-cache-size", "claim-header-prefix", "forward-token",
 		"listen-addr", "upstream-timeout", "tls-cert", "tls-key", "metrics-enabled", "metrics-listen-addr", "metrics-path",
-		"shutdown-timeout", "log-level", "log-format", "access-log"},
+		"shutdown-delay", "shutdown-timeout", "log-level", "log-format", "access-log"},
 	defaults: map[string]string{"listen-addr": defaultInboundListenAddr},
 }
 
