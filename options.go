@@ -63,6 +63,7 @@ type config struct {
 	logger        *slog.Logger
 	credentials   aws.CredentialsProvider
 	maxFetches    int
+	tokenHook     func(Token)
 }
 
 func defaultConfig() config {
@@ -153,6 +154,20 @@ func WithCredentials(p aws.CredentialsProvider) Option {
 // background refreshes never wait, they are retried when a slot frees.
 func WithMaxConcurrentFetches(n int) Option {
 	return func(c *config) { c.maxFetches = n }
+}
+
+// WithTokenHook sets a function that is told of each token the source
+// fetches, once it is cached: an audience set's first token, each refresh
+// (by a request or the scheduler), and each replacement after
+// [TokenSource.Invalidate]. It is called with the new token in the
+// goroutine that fetched it, before the callers waiting for that fetch get
+// it, so it must return quickly and must not call the source's Token; a
+// typical hook hands the token, or a signal, to a goroutine of its own
+// without blocking. It suits code that keeps a copy of the token elsewhere,
+// such as a file that other processes read. A nil hook, the default, is
+// none.
+func WithTokenHook(f func(Token)) Option {
+	return func(c *config) { c.tokenHook = f }
 }
 
 // validate checks c against STS's ranges and fills dependent defaults.

@@ -444,6 +444,9 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 	c.replacement = e.state.Load() == dropped
 	ts.recordSuccess(e)
 	e.state.Store(c)
+	if ts.cfg.tokenHook != nil {
+		ts.cfg.tokenHook(c.tok)
+	}
 	ts.startScheduler()
 	ts.poke()
 	return c, nil

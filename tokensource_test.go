@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -691,4 +693,55 @@ func TestFetchTimeoutBoundsTheSharedCall(t *testing.T) {
 	_, err = ts.Token(context.Background(), apiAudience)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.EqualValues(t, 1, calls.Load())
+}
+
+// TestTokenHookSeesEveryNewToken: the hook is told of the first token, a
+// scheduled refresh and a replacement after Invalidate, each once, and of
+// no failed fetch.
+func TestTokenHookSeesEveryNewToken(t *testing.T) {
+	var mu sync.Mutex
+	var seen []Token
+	hook := func(tok Token) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, tok)
+	}
+	hooked := func() []Token {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
+	h := newSchedHarness(t, WithDuration(time.Hour), WithRefreshSkew(5*time.Minute), WithTokenHook(hook))
+	ts, fake := h.ts, h.fake
+	ctx := context.Background()
+
+	first, err := ts.Token(ctx, apiAudience)
+	require.NoError(t, err)
+	require.Len(t, hooked(), 1)
+	assert.Equal(t, first.Value(), hooked()[0].Value())
+	assert.Equal(t, first.Expiry, hooked()[0].Expiry)
+
+	// Used, then left to the scheduler's refresh.
+	_, err = ts.Token(ctx, apiAudience)
+	require.NoError(t, err)
+	h.advance(t, time.Hour-5*time.Minute-30*time.Second)
+	require.Equal(t, 2, fake.Calls())
+	refreshed, err := ts.Token(ctx, apiAudience)
+	require.NoError(t, err)
+	require.Len(t, hooked(), 2)
+	assert.Equal(t, refreshed.Value(), hooked()[1].Value())
+
+	// A failed fetch is not a new token.
+	require.True(t, ts.Invalidate(refreshed))
+	fake.set(func(f *fakeSTS) { f.fail = errors.New("sts down") })
+	_, err = ts.Token(ctx, apiAudience)
+	require.Error(t, err)
+	assert.Len(t, hooked(), 2)
+
+	fake.set(func(f *fakeSTS) { f.fail = nil })
+	h.advance(t, backoffMax)
+	replacement, err := ts.Token(ctx, apiAudience)
+	require.NoError(t, err)
+	require.Len(t, hooked(), 3)
+	assert.Equal(t, replacement.Value(), hooked()[2].Value())
 }
