@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/textproto"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,13 +78,17 @@ func (s flagSpec) env() string {
 	switch s.name {
 	case "token-tag":
 		return "TOKEN_TAGS" // a comma list in the environment, hence plural
+	case "output-file", "output-format", "refresh":
+		// Names this generic would clash with other programs' variables.
+		return "TOKEN_" + strings.ToUpper(strings.ReplaceAll(s.name, "-", "_"))
 	}
 	return strings.ToUpper(strings.ReplaceAll(s.name, "-", "_"))
 }
 
 // flagSpecs lists every flag stsproxy and its subcommands accept, in usage
-// order: the proxy's, then those of "stsproxy inbound" alone.
-var flagSpecs = slices.Concat(proxyFlagSpecs, inboundFlagSpecs)
+// order: the proxy's, then those of "stsproxy inbound" alone, then those of
+// the token file ("stsproxy token" alone).
+var flagSpecs = slices.Concat(proxyFlagSpecs, inboundFlagSpecs, tokenFileFlagSpecs)
 
 // proxyFlagSpecs lists the flags of the outbound proxy, some of which the
 // subcommands share.
@@ -138,23 +144,35 @@ func (c *command) spec(s flagSpec) flagSpec {
 	return s
 }
 
-// takes reports whether c reads the flag named name.
+// takes reports whether c reads the flag named name. A command that takes
+// every flag (nil flags) does not take those of "stsproxy inbound" or the
+// token file's.
 func (c *command) takes(name string) bool {
 	if c.flags == nil {
-		return !slices.ContainsFunc(inboundFlagSpecs, func(s flagSpec) bool { return s.name == name })
+		own := func(s flagSpec) bool { return s.name == name }
+		return !slices.ContainsFunc(inboundFlagSpecs, own) && !slices.ContainsFunc(tokenFileFlagSpecs, own)
 	}
 	return slices.Contains(c.flags, name)
 }
 
+// Values of --output-format.
+const (
+	outputJWT  = "jwt"
+	outputJSON = "json"
+)
+
 // proxyCommand is stsproxy itself: the proxy, with every flag.
 var proxyCommand = &command{name: "stsproxy", synopsis: "stsproxy [flags]"}
 
-// tokenCommand is "stsproxy token", which prints one token.
+// tokenCommand is "stsproxy token", which prints one token, or keeps a file
+// holding a valid one. Its admin listener is off unless
+// --metrics-listen-addr is given.
 var tokenCommand = &command{
 	name:     "stsproxy token",
-	synopsis: "stsproxy token --token-audience AUD [--token-audience AUD...] [flags]",
+	synopsis: "stsproxy token --token-audience AUD [--token-audience AUD...] [--output-file PATH [--refresh]] [flags]",
 	flags: []string{"token-audience", "token-signing-algorithm", "token-duration", "token-tag", "token-fetch-timeout",
-		"local-sts", "log-level", "log-format"},
+		"output-file", "output-format", "refresh", "metrics-listen-addr", "local-sts", "log-level", "log-format"},
+	defaults: map[string]string{"metrics-listen-addr": ""},
 }
 
 // subcommands lists, for the proxy's usage, the subcommands that take flags.
@@ -200,6 +218,10 @@ type config struct {
 	version           bool
 
 	inbound *inboundConfig // "stsproxy inbound" only
+
+	outputFile   string // "stsproxy token": write here instead of stdout
+	outputFormat string // outputJWT or outputJSON
+	refresh      bool   // keep outputFile fresh until stopped
 
 	// Set by "stsproxy demo", never by flags: the STS client to use instead
 	// of one built from the configuration, and a func serve calls once the
@@ -370,7 +392,7 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	for _, b := range []struct {
 		name string
 		dst  *bool
-	}{{"version", &c.version}, {"metrics-enabled", &c.metricsEnabled}, {"local-sts", &c.localSTS}, {"access-log", &c.accessLog}, {"require-tls-upstream", &c.requireTLS}, {"allow-remote-clients", &c.remoteClients}} {
+	}{{"version", &c.version}, {"metrics-enabled", &c.metricsEnabled}, {"local-sts", &c.localSTS}, {"access-log", &c.accessLog}, {"require-tls-upstream", &c.requireTLS}, {"allow-remote-clients", &c.remoteClients}, {"refresh", &c.refresh}} {
 		s, v := get(b.name)
 		if *b.dst, err = strconv.ParseBool(v); err != nil {
 			return nil, invalid(s, v, "want true or false")
@@ -558,7 +580,8 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	c.tlsCertFile, c.tlsKeyFile = cert, key
 
 	s, v = get("metrics-listen-addr")
-	if err := checkListenAddr(v); err != nil {
+	// Empty is valid only where it is the default: no admin listener.
+	if err := checkListenAddr(v); err != nil && (v != "" || s.def != "") {
 		return nil, invalid(s, v, "want host:port (%v)", err)
 	}
 	// With metrics disabled no admin listener is bound, so it cannot clash.
@@ -581,6 +604,26 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	s, v = get("shutdown-timeout")
 	if c.shutdownTimeout, err = parsePositiveDuration(v); err != nil {
 		return nil, invalid(s, v, "want a duration more than 0, such as 15s")
+	}
+
+	s, v = get("output-format")
+	c.outputFormat = strings.ToLower(v)
+	if c.outputFormat != outputJWT && c.outputFormat != outputJSON {
+		return nil, invalid(s, v, "want %s or %s", outputJWT, outputJSON)
+	}
+	s, v = get("output-file")
+	if v != "" {
+		if fi, err := os.Stat(filepath.Dir(v)); err != nil || !fi.IsDir() {
+			return nil, invalid(s, v, "want a file in an existing directory")
+		}
+		if fi, err := os.Stat(v); err == nil && !fi.Mode().IsRegular() {
+			return nil, invalid(s, v, "want a regular file or a new one")
+		}
+	}
+	c.outputFile = v
+	if c.refresh && c.outputFile == "" {
+		s, v = get("refresh")
+		return nil, invalid(s, v, "want --output-file/%s too: the token file to keep fresh", raw["output-file"].spec.env())
 	}
 	return c, nil
 }

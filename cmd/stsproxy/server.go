@@ -162,8 +162,8 @@ func newSTSClient(ctx context.Context, cfg *config, log *slog.Logger) (client st
 }
 
 // newTokenSource builds the library's token source from the configuration.
-func newTokenSource(cfg *config, client stsauth.GetWebIdentityTokenAPIClient, mp metric.MeterProvider, log *slog.Logger) (*stsauth.TokenSource, error) {
-	return stsauth.NewTokenSource(client,
+func newTokenSource(cfg *config, client stsauth.GetWebIdentityTokenAPIClient, mp metric.MeterProvider, log *slog.Logger, extra ...stsauth.Option) (*stsauth.TokenSource, error) {
+	return stsauth.NewTokenSource(client, append([]stsauth.Option{
 		stsauth.WithSigningAlgorithm(cfg.signingAlg),
 		stsauth.WithDuration(cfg.duration),
 		stsauth.WithRefreshSkew(cfg.refreshSkew),
@@ -173,7 +173,7 @@ func newTokenSource(cfg *config, client stsauth.GetWebIdentityTokenAPIClient, mp
 		stsauth.WithMeterProvider(mp),
 		stsauth.WithLogger(log),
 		stsauth.WithFetchTimeout(cfg.fetchTimeout),
-	)
+	}, extra...)...)
 }
 
 // serve runs the proxy and admin listeners until ctx is done, then shuts
@@ -309,15 +309,9 @@ func runServer(ctx context.Context, cfg *config, log *slog.Logger, tel *telemetr
 	if mode.prime == nil {
 		primed.Store(true) // nothing to prefetch: ready once listening
 	}
-	admin := &http.Server{
-		Handler: adminHandler(cfg, tel.handler, func() bool {
-			return primed.Load() && !draining.Load() && (mode.ready == nil || mode.ready())
-		}),
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          errLog,
-	}
+	admin := newAdminServer(cfg, tel.handler, func() bool {
+		return primed.Load() && !draining.Load() && (mode.ready == nil || mode.ready())
+	}, log)
 
 	// Serve modifies srv.TLSConfig (HTTP/2 setup), so decide TLS from the
 	// config and never read srv.TLSConfig after Serve starts.
@@ -541,6 +535,18 @@ func retryUntil(ctx context.Context, log *slog.Logger, msg string, try func(cont
 		case <-t.C:
 		}
 		wait = min(2*wait, primeBackoffMax)
+	}
+}
+
+// newAdminServer returns the admin listener's server: [adminHandler] with
+// the server limits.
+func newAdminServer(cfg *config, metrics http.Handler, ready func() bool, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           adminHandler(cfg, metrics, ready),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }
 

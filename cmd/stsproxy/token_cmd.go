@@ -4,14 +4,28 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 
+	"github.com/stsauth/stsauth"
 	"go.opentelemetry.io/otel/metric/noop"
 )
 
+// tokenFileFlagSpecs are the flags of "stsproxy token" alone: the token
+// file. The proxy and the subcommands that take every flag neither accept
+// nor validate them.
+var tokenFileFlagSpecs = []flagSpec{
+	{name: "output-file", usage: "write the token to this file, atomically (a temporary file renamed over it) with mode 0600, instead of stdout; its directory must exist"},
+	{name: "output-format", def: outputJWT, usage: "how the token is written: jwt (the token alone) or json ({\"token\": ..., \"expiration\": RFC 3339}) (any case)"},
+	{name: "refresh", kind: kindBool, def: "false", usage: "with --output-file: run until stopped, rewriting the file at each token refresh; it is removed before its token expires if no new one can be had, and on exit"},
+}
+
 // runToken implements "stsproxy token": it mints one token for the
 // --token-audience set, honouring the token flags and --local-sts, and prints
-// it to stdout. This is the only place a token is ever printed. It returns
-// the exit code, like run.
+// it to stdout, or writes it to --output-file. With --refresh it keeps that
+// file holding a valid token until ctx is done (see tokenFile). This is the
+// only place a token is ever printed or written. It returns the exit code,
+// like run.
 func runToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cfg, code := loadConfig(tokenCommand, args, getenv, stdout, stderr)
 	if cfg == nil {
@@ -21,6 +35,13 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		return configError(stderr, tokenCommand, "token: missing --token-audience/TOKEN_AUDIENCE: want 1 to 10 audience values")
 	}
 	log := newLogger(cfg, stderr)
+	if cfg.refresh {
+		if err := keepTokenFile(ctx, cfg, log); err != nil {
+			log.Error("token file failed", "error", err.Error())
+			return 1
+		}
+		return 0
+	}
 	client, cleanup, err := newSTSClient(ctx, cfg, log)
 	if err != nil {
 		log.Error("token failed", "error", err.Error())
@@ -38,9 +59,93 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		log.Error("token failed", "error", err.Error())
 		return 1
 	}
-	if _, err := fmt.Fprintln(stdout, tok.Value()); err != nil {
+	if cfg.outputFile != "" {
+		if err := newTokenFile(cfg.outputFile, cfg.outputFormat, log).write(tok); err != nil {
+			log.Error("token failed", "error", err.Error())
+			return 1
+		}
+		return 0
+	}
+	out := tok.Value() + "\n"
+	if cfg.outputFormat == outputJSON {
+		b, _ := encodeToken(tok, outputJSON) // a string and a time always encode
+		out = string(b)
+	}
+	if _, err := io.WriteString(stdout, out); err != nil {
 		log.Error("write token", "error", err.Error())
 		return 1
 	}
 	return 0
+}
+
+// keepTokenFile runs "stsproxy token --output-file PATH --refresh": it keeps
+// PATH holding a valid token until ctx is done, then removes it. With
+// --metrics-listen-addr it serves /healthz, /readyz (ready while the file
+// holds a token) and the metrics there. It returns an error only for a
+// runtime failure.
+func keepTokenFile(ctx context.Context, cfg *config, log *slog.Logger) error {
+	tel, err := newTelemetry(cfg.metricsListenAddr != "")
+	if err != nil {
+		return err
+	}
+	defer tel.shutdown(context.Background())
+	client, closeSTS, err := newSTSClient(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeSTS()
+	changed := make(chan struct{}, 1)
+	hook := func(tok stsauth.Token) {
+		if tok.Audience == cfg.audience {
+			select {
+			case changed <- struct{}{}:
+			default: // a signal is pending: the writer reads the latest token
+			}
+		}
+	}
+	ts, err := newTokenSource(cfg, client, tel.provider, log, stsauth.WithTokenHook(hook))
+	if err != nil {
+		return fmt.Errorf("stsproxy: create token source: %w", err)
+	}
+	defer ts.Close()
+	f := newTokenFile(cfg.outputFile, cfg.outputFormat, log)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var adminErr error
+	adminDone := make(chan struct{})
+	if cfg.metricsListenAddr != "" {
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", cfg.metricsListenAddr)
+		if err != nil {
+			return fmt.Errorf("stsproxy: listen on --metrics-listen-addr: %w", err)
+		}
+		admin := newAdminServer(cfg, tel.handler, f.holds.Load, log)
+		go func() {
+			defer close(adminDone)
+			adminErr = admin.Serve(ln)
+			cancel()
+		}()
+		defer func() {
+			sctx, cancelShutdown := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+			defer cancelShutdown()
+			if err := admin.Shutdown(sctx); err != nil {
+				admin.Close()
+			}
+		}()
+		log.Info("listening", "metrics_addr", ln.Addr().String())
+	} else {
+		close(adminDone)
+	}
+	logTokenSettings(log, cfg)
+	f.keep(ctx, ts, cfg.audience, changed)
+	log.Info("stopped")
+	select {
+	case <-adminDone: // none, or it failed and stopped keep
+		if adminErr != nil {
+			return fmt.Errorf("stsproxy: serve: %w", adminErr)
+		}
+	default: // stopped by ctx; the deferred Shutdown ends it
+	}
+	return nil
 }
