@@ -134,6 +134,22 @@ func (g *swapGetter) Token(ctx context.Context, aud stsauth.Audience) (stsauth.T
 	return next.Token(ctx, aud)
 }
 
+// startKeep runs a writer of path on clock in a goroutine, logging to logs;
+// stop ends it and waits for it (and may be called again).
+func startKeep(t *testing.T, path string, clock *fileClock, src tokenGetter, aud stsauth.Audience, changed chan struct{}) (f *tokenFile, logs *syncBuffer, ctx context.Context, stop func()) {
+	t.Helper()
+	logs = &syncBuffer{}
+	f = newTokenFile(path, outputJWT, slog.New(slog.NewTextHandler(logs, nil)))
+	f.now, f.timerAt = clock.now, clock.timerAt
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.keep(ctx, src, aud, changed)
+	}()
+	return f, logs, ctx, func() { cancel(); <-done }
+}
+
 func readToken(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -162,18 +178,9 @@ func TestTokenFileKeep(t *testing.T) {
 	src := &swapGetter{next: ts}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "token")
-	var logs syncBuffer
-	f := newTokenFile(path, outputJWT, slog.New(slog.NewTextHandler(&logs, nil)))
 	clock := newFileClock(time.Now())
-	f.now, f.timerAt = clock.now, clock.timerAt
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f.keep(ctx, src, aud, changed)
-	}()
-	defer func() { cancel(); <-done }()
+	f, logs, ctx, stop := startKeep(t, path, clock, src, aud, changed)
+	defer stop()
 
 	// The first token, with its removal armed 10 s before it expires.
 	at := clock.nextArmed(t)
@@ -218,8 +225,7 @@ func TestTokenFileKeep(t *testing.T) {
 	assert.Equal(t, third.Value(), readToken(t, path))
 	assert.True(t, f.holds.Load())
 
-	cancel()
-	<-done
+	stop()
 	_, err = os.Stat(path)
 	require.ErrorIs(t, err, fs.ErrNotExist, "the file outlived its writer")
 	entries, err := os.ReadDir(dir)
@@ -238,19 +244,10 @@ func TestTokenFileKeepRetriesFailures(t *testing.T) {
 	src := &swapGetter{}
 	src.set(ts, errors.New("stsauth: get web identity token: AccessDenied"))
 	path := filepath.Join(t.TempDir(), "token")
-	var logs syncBuffer
-	f := newTokenFile(path, outputJWT, slog.New(slog.NewTextHandler(&logs, nil)))
 	start := time.Now()
 	clock := newFileClock(start)
-	f.now, f.timerAt = clock.now, clock.timerAt
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f.keep(ctx, src, aud, changed)
-	}()
-	defer func() { cancel(); <-done }()
+	f, logs, ctx, stop := startKeep(t, path, clock, src, aud, changed)
+	defer stop()
 
 	retryAt := clock.nextArmed(t)
 	assert.Equal(t, start.Add(primeBackoffMin), retryAt)
