@@ -8,13 +8,19 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+
+	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/yaml"
 )
 
 // repoRoot is the stsauth repository, the parent of this module.
 const repoRoot = ".."
 
-// imageVersion is the VERSION build argument the tests build with.
-const imageVersion = "v0.0.0-imagetest"
+// imageVersion is the VERSION build argument the tests build with: the
+// image tag of the kustomize image component (and the Helm chart's
+// appVersion), so the tests prove that the binary in the image the manifests
+// name reports that version. TestMain reads it.
+var imageVersion string
 
 // workDir holds what the tests build; TestMain creates and removes it.
 var workDir string
@@ -23,6 +29,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(verifyChainEnv) != "" {
 		os.Exit(verifyChainMain())
 	}
+	v, err := readImageVersion()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	imageVersion = v
 	dir, err := os.MkdirTemp("", "stsauth-deploy-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mkdir temp:", err)
@@ -69,4 +81,22 @@ func stsproxyBinary(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return bin
+}
+
+// readImageVersion returns the tag of the image component's one images:
+// entry.
+func readImageVersion() (string, error) {
+	p := filepath.Join(imageComponent, "kustomization.yaml")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return "", err
+	}
+	var k types.Kustomization
+	if err := yaml.UnmarshalStrict(data, &k); err != nil {
+		return "", fmt.Errorf("%s: %v", p, err)
+	}
+	if len(k.Images) != 1 || k.Images[0].NewTag == "" {
+		return "", fmt.Errorf("%s: want one images: entry with a newTag", p)
+	}
+	return k.Images[0].NewTag, nil
 }
