@@ -3,7 +3,11 @@
 # stsproxy container image: a static binary on an empty base, no shell.
 #
 #   docker build -t stsproxy --build-arg VERSION=$(git describe --tags --always) .
-#   docker buildx build --platform linux/amd64,linux/arm64 -t stsproxy .
+#   docker buildx build --platform linux/amd64,linux/arm64 --build-arg VERSION=v0.1.0 \
+#     -t registry.example.com/stsproxy:v0.1.0 --push .
+#
+# A multi-platform image needs --push (or Docker's containerd image store):
+# the classic store cannot hold it.
 #
 # The build stage runs on the build machine's platform and cross-compiles for
 # the target's (TARGETOS/TARGETARCH), so multi-arch builds need no emulation.
