@@ -186,18 +186,19 @@ func envValue(t *testing.T, c corev1.Container, e corev1.EnvVar) string {
 }
 
 // effective returns the container's value of each flag: its argument, else
-// its environment variable, else "" (the default).
+// its environment variable, else "" (the default). A boolean is "true" or
+// "false" when set.
 func (pf proxyFlags) effective(t *testing.T, c corev1.Container) map[string]string {
 	t.Helper()
 	fset := flag.NewFlagSet(c.Name, flag.ContinueOnError)
 	fset.SetOutput(io.Discard)
-	vals := map[string]*string{}
+	vals := map[string]fmt.Stringer{}
 	for name, isBool := range pf.bools {
 		if isBool {
-			fset.Bool(name, false, "")
+			vals[name] = boolValue{fset.Bool(name, false, "")}
 			continue
 		}
-		vals[name] = fset.String(name, "", "")
+		vals[name] = stringValue{fset.String(name, "", "")}
 	}
 	args, ok := cutPrefix(c.Args, pf.command)
 	require.True(t, ok, "container %s args %q start with %q", c.Name, c.Args, pf.command)
@@ -207,8 +208,9 @@ func (pf proxyFlags) effective(t *testing.T, c corev1.Container) map[string]stri
 	fset.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	got := map[string]string{}
 	for name, v := range vals {
-		got[name] = *v
+		got[name] = v.String()
 		if !set[name] {
+			got[name] = ""
 			for _, e := range c.Env {
 				if e.Name == pf.env[name] {
 					got[name] = envValue(t, c, e)
@@ -218,6 +220,15 @@ func (pf proxyFlags) effective(t *testing.T, c corev1.Container) map[string]stri
 	}
 	return got
 }
+
+// stringValue and boolValue print a parsed flag for effective.
+type (
+	stringValue struct{ p *string }
+	boolValue   struct{ p *bool }
+)
+
+func (v stringValue) String() string { return *v.p }
+func (v boolValue) String() string   { return strconv.FormatBool(*v.p) }
 
 // cutPrefix returns s without prefix, if s starts with it.
 func cutPrefix(s, prefix []string) ([]string, bool) {
@@ -438,6 +449,7 @@ func checkSidecar(t *testing.T, d *appsv1.Deployment, c corev1.Container, flags 
 	require.NotNil(t, c.RestartPolicy, "a native sidecar has restartPolicy")
 	assert.Equal(t, corev1.ContainerRestartPolicyAlways, *c.RestartPolicy)
 	assert.Equal(t, "127.0.0.1:8080", flags["listen-addr"], "the sidecar is reachable from its pod only")
+	assert.NotEqual(t, "true", flags["allow-remote-clients"], "the sidecar has no remote clients")
 	assert.NotEmpty(t, flags["upstream-host"], "pinned upstream")
 	assert.NotEmpty(t, flags["token-audience"], "static audience")
 	assert.NotNil(t, c.StartupProbe, "a startup probe holds the application until the first token is cached")
@@ -484,9 +496,8 @@ func checkSharedProxy(t *testing.T, d *appsv1.Deployment, c corev1.Container, fl
 	assert.GreaterOrEqual(t, replicas, int32(2), "replicas")
 	assert.Empty(t, flags["upstream-host"], "the shared proxy routes by header")
 	assert.NotEmpty(t, flags["allowed-hosts"], "header routing needs --allowed-hosts")
-	if _, ok := flags["shutdown-delay"]; ok {
-		assert.Positive(t, duration(t, flags["shutdown-delay"], 0), "--shutdown-delay keeps serving while the endpoints controller removes the pod")
-	}
+	assert.Positive(t, duration(t, flags["shutdown-delay"], 0), "--shutdown-delay keeps serving while the endpoints controller removes the pod")
+	assert.Equal(t, "true", flags["allow-remote-clients"], "the shared proxy says its clients are remote, behind its NetworkPolicy")
 
 	var proxySvcs int
 	for _, svc := range objs.services {
