@@ -105,7 +105,7 @@ func checkNamespacesExist(t *testing.T, objs *objects) {
 	for _, ns := range objs.namespaces {
 		created[ns.Name] = true
 	}
-	for obj, ns := range objs.namespaced() {
+	for obj, ns := range objs.namespaceOf {
 		assert.True(t, created[ns], "%s is in namespace %q, which nothing creates", obj, ns)
 	}
 }

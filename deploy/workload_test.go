@@ -52,89 +52,57 @@ type objects struct {
 	hpas            []*autoscalingv2.HorizontalPodAutoscaler
 	podMonitors     []*monitoringv1.PodMonitor
 	serviceMonitors []*monitoringv1.ServiceMonitor
+
+	namespaceOf map[string]string // "Kind name" → namespace, for namespaced kinds
 }
 
 // add decodes one object strictly (unknown or duplicate fields fail) into
 // its Kubernetes API type. A kind this test does not know fails too.
 func (objs *objects) add(t *testing.T, source string, y []byte) {
 	t.Helper()
-	var tm metav1.TypeMeta
-	require.NoError(t, yaml.Unmarshal(y, &tm), "%s:\n%s", source, y)
-	strict := func(v any) {
-		require.NoError(t, yaml.UnmarshalStrict(y, v), "%s %s in %s:\n%s", tm.APIVersion, tm.Kind, source, y)
+	var head struct {
+		metav1.TypeMeta `json:",inline"`
+		Metadata        metav1.ObjectMeta `json:"metadata"`
 	}
+	require.NoError(t, yaml.Unmarshal(y, &head), "%s:\n%s", source, y)
+	tm := head.TypeMeta
+	if tm.Kind != "Namespace" {
+		if objs.namespaceOf == nil {
+			objs.namespaceOf = map[string]string{}
+		}
+		objs.namespaceOf[tm.Kind+" "+head.Metadata.Name] = head.Metadata.Namespace
+	}
+	what := fmt.Sprintf("%s %s in %s", tm.APIVersion, tm.Kind, source)
 	switch tm.APIVersion + " " + tm.Kind {
 	case "v1 Namespace":
-		o := new(corev1.Namespace)
-		strict(o)
-		objs.namespaces = append(objs.namespaces, o)
+		decodeStrict(t, what, y, &objs.namespaces)
 	case "apps/v1 Deployment":
-		o := new(appsv1.Deployment)
-		strict(o)
-		objs.deployments = append(objs.deployments, o)
+		decodeStrict(t, what, y, &objs.deployments)
 	case "v1 Service":
-		o := new(corev1.Service)
-		strict(o)
-		objs.services = append(objs.services, o)
+		decodeStrict(t, what, y, &objs.services)
 	case "policy/v1 PodDisruptionBudget":
-		o := new(policyv1.PodDisruptionBudget)
-		strict(o)
-		objs.pdbs = append(objs.pdbs, o)
+		decodeStrict(t, what, y, &objs.pdbs)
 	case "networking.k8s.io/v1 NetworkPolicy":
-		o := new(networkingv1.NetworkPolicy)
-		strict(o)
-		objs.networkPolicies = append(objs.networkPolicies, o)
+		decodeStrict(t, what, y, &objs.networkPolicies)
 	case "v1 ServiceAccount":
-		o := new(corev1.ServiceAccount)
-		strict(o)
-		objs.serviceAccounts = append(objs.serviceAccounts, o)
+		decodeStrict(t, what, y, &objs.serviceAccounts)
 	case "autoscaling/v2 HorizontalPodAutoscaler":
-		o := new(autoscalingv2.HorizontalPodAutoscaler)
-		strict(o)
-		objs.hpas = append(objs.hpas, o)
+		decodeStrict(t, what, y, &objs.hpas)
 	case "monitoring.coreos.com/v1 PodMonitor":
-		o := new(monitoringv1.PodMonitor)
-		strict(o)
-		objs.podMonitors = append(objs.podMonitors, o)
+		decodeStrict(t, what, y, &objs.podMonitors)
 	case "monitoring.coreos.com/v1 ServiceMonitor":
-		o := new(monitoringv1.ServiceMonitor)
-		strict(o)
-		objs.serviceMonitors = append(objs.serviceMonitors, o)
+		decodeStrict(t, what, y, &objs.serviceMonitors)
 	default:
 		t.Errorf("%s: unexpected %s %s", source, tm.APIVersion, tm.Kind)
 	}
 }
 
-// namespaced returns the namespace of every namespaced object, by a
-// description of the object.
-func (objs *objects) namespaced() map[string]string {
-	m := map[string]string{}
-	add := func(kind string, om metav1.ObjectMeta) { m[kind+" "+om.Name] = om.Namespace }
-	for _, o := range objs.deployments {
-		add("Deployment", o.ObjectMeta)
-	}
-	for _, o := range objs.services {
-		add("Service", o.ObjectMeta)
-	}
-	for _, o := range objs.pdbs {
-		add("PodDisruptionBudget", o.ObjectMeta)
-	}
-	for _, o := range objs.networkPolicies {
-		add("NetworkPolicy", o.ObjectMeta)
-	}
-	for _, o := range objs.serviceAccounts {
-		add("ServiceAccount", o.ObjectMeta)
-	}
-	for _, o := range objs.hpas {
-		add("HorizontalPodAutoscaler", o.ObjectMeta)
-	}
-	for _, o := range objs.podMonitors {
-		add("PodMonitor", o.ObjectMeta)
-	}
-	for _, o := range objs.serviceMonitors {
-		add("ServiceMonitor", o.ObjectMeta)
-	}
-	return m
+// decodeStrict decodes y strictly into a new T and appends it to list.
+func decodeStrict[T any](t *testing.T, what string, y []byte, list *[]*T) {
+	t.Helper()
+	o := new(T)
+	require.NoError(t, yaml.UnmarshalStrict(y, o), "%s:\n%s", what, y)
+	*list = append(*list, o)
 }
 
 // proxyFlags is what the tests need from one stsproxy command's flags.
