@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks and fault scenarios for stsproxy, on loopback only.
 #
-#   hack/bench/run.sh compare|cold|slow-refresh|outage-refresh|outage-hard|dynamic|all
+#   hack/bench/run.sh compare|inbound|cold|slow-refresh|outage-refresh|outage-hard|dynamic|all
 #
 # compare: interleaved rounds (A B C A B C ...) of a closed-loop load
 #   A direct to a minimal upstream, B through floorproxy (a bare ReverseProxy
 #   that sets a constant bearer header), C through stsproxy --local-sts with
 #   its token cached; prints a markdown table and stsproxy/floor ratios.
+# inbound: the same rounds with "stsproxy inbound" in place of stsproxy, in
+#   front of the same upstream, every request carrying one reused token from
+#   an emulator (hack/bench/scenarios serve-sts); prints inbound/floor ratios.
 # the others: fault scenarios driven by hack/bench/scenarios, which runs
 #   the ststest emulator in process and starts the stsproxy binary against it.
 #
@@ -19,13 +22,13 @@
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 compare|cold|slow-refresh|outage-refresh|outage-hard|dynamic|all" >&2
+	echo "usage: $0 compare|inbound|cold|slow-refresh|outage-refresh|outage-hard|dynamic|all" >&2
 	exit 2
 }
 [[ $# -eq 1 ]] || usage
 cmd=$1
 case $cmd in
-compare | cold | slow-refresh | outage-refresh | outage-hard | dynamic | all) ;;
+compare | inbound | cold | slow-refresh | outage-refresh | outage-hard | dynamic | all) ;;
 *) usage ;;
 esac
 
@@ -182,6 +185,63 @@ compare() {
 	PIDS=()
 }
 
+inbound() {
+	header inbound
+	start upstream "$BIN/upstream" -listen 127.0.0.1:0
+	local up
+	up=$(listen_attr upstream addr)
+	start floor "$BIN/floorproxy" -listen 127.0.0.1:0 -upstream "http://$up" -max-idle-conns-per-host 64
+	local floor
+	floor=$(listen_attr floor addr)
+	start floor-pooled "$BIN/floorproxy" -listen 127.0.0.1:0 -upstream "http://$up" -max-idle-conns-per-host 64 -buffer-pool
+	local pooled
+	pooled=$(listen_attr floor-pooled addr)
+	# The emulator writes one token to a file; it is never logged.
+	start sts "$BIN/scenarios" serve-sts -token-file "$WORK/token" -audience https://api.example.com
+	local sts
+	sts=$(listen_attr sts addr)
+	# shellcheck disable=SC2086 # BENCH_STSPROXY_FLAGS is a list of flags
+	start inbound "$BIN/stsproxy" inbound --listen-addr 127.0.0.1:0 --metrics-listen-addr 127.0.0.1:0 \
+		--upstream "http://$up" --issuer "http://$sts" --allow-insecure-issuer --audience https://api.example.com \
+		${BENCH_STSPROXY_FLAGS:-}
+	local in metrics
+	in=$(listen_attr inbound addr)
+	metrics=$(listen_attr inbound metrics_addr)
+	wait_ok "http://$up/"
+	wait_ok "http://$floor/"
+	wait_ok "http://$metrics/readyz" # issuer keys fetched
+	local auth
+	auth="Authorization: Bearer $(cat "$WORK/token")"
+	curl --noproxy '*' -sf -o /dev/null -H "$auth" "http://$in/" || {
+		log "the token does not pass stsproxy inbound; log:"
+		cat "$WORK/inbound.log" >&2
+		return 1
+	}
+
+	local -A url=([direct]="http://$up/bench" [floor]="http://$floor/bench" [floor-pooled]="http://$pooled/bench" [inbound]="http://$in/bench")
+	local order=(direct floor floor-pooled inbound)
+	local res=${BENCH_OUT:-$WORK/results}
+	mkdir -p "$res"
+	log "warming up each target (1 s)"
+	for t in "${order[@]}"; do
+		loadtest -url "${url[$t]}" -H "$auth" -c "$CONNS" -d 1s >/dev/null
+	done
+	for r in $(seq "$ROUNDS"); do
+		for t in "${order[@]}"; do
+			log "round $r/$ROUNDS: $t for $DURATION with $CONNS connections"
+			loadtest -url "${url[$t]}" -H "$auth" -c "$CONNS" -d "$DURATION" -json >"$res/$t-$r.json"
+		done
+	done
+	"$BIN/scenarios" report-inbound "$res"
+	echo
+	echo "Load average at end (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note)"
+	echo
+	echo "Each round: \`loadtest -url <target>/bench -H 'Authorization: Bearer <one ES384 token>' -c $CONNS -d $DURATION -json\`; inbound: \`stsproxy inbound --upstream http://<upstream> --issuer <emulator> --allow-insecure-issuer --audience https://api.example.com\` (defaults otherwise: access log, metrics, the verified-token cache); floor and floor-pooled as in compare."
+	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	PIDS=()
+}
+
 # scenarios NAME [FLAG...]: run hack/bench/scenarios; SCENARIO_FLAGS come
 # last, so they override the given flags.
 scenarios() {
@@ -197,6 +257,7 @@ scenarios() {
 build
 case $cmd in
 compare) compare ;;
+inbound) inbound ;;
 all)
 	# 30,000 dynamic requests keep "all" under about 5 minutes on 2 CPUs;
 	# "run.sh dynamic" sends 100,000.

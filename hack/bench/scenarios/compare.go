@@ -20,13 +20,13 @@ const (
 )
 
 // compareOrder is the order of the variants in the table; others follow.
-var compareOrder = []string{"direct", "floor", "floor-pooled", "stsproxy"}
+var compareOrder = []string{"direct", "floor", "floor-pooled", "stsproxy", "inbound"}
 
 // reportCompare reads the loadtest -json results DIR/<variant>-<round>.json
 // written by run.sh compare and prints every round and the medians as a
-// markdown table, with the ratios of stsproxy to each floor variant against
-// the targets.
-func reportCompare(dir string, w io.Writer) error {
+// markdown table, with the ratios of subject (the variant "stsproxy" or
+// "inbound") to each floor variant against the targets.
+func reportCompare(dir string, w io.Writer, subject string, rpsTarget, p99Target float64) error {
 	files, err := filepath.Glob(filepath.Join(dir, "*-*.json"))
 	if err != nil {
 		return err
@@ -91,16 +91,16 @@ func reportCompare(dir string, w io.Writer) error {
 		m := meds[v]
 		fmt.Fprintf(w, "| %s | %.0f | %.3f | %.3f |\n", v, m.rps, m.p50, m.p99)
 	}
-	s, okS := meds["stsproxy"]
+	s, okS := meds[subject]
 	for _, v := range variants {
 		f := meds[v]
 		if !okS || !strings.HasPrefix(v, "floor") || f.rps <= 0 || f.p99 <= 0 {
 			continue
 		}
 		rr, pr := s.rps/f.rps, s.p99/f.p99
-		fmt.Fprintf(w, "\n| ratio stsproxy/%s | value | target | |\n|---|---|---|---|\n", v)
-		fmt.Fprintf(w, "| req/s | %.2fx | >= %.2fx | %s |\n", rr, targetRPSRatio, verdict(rr >= targetRPSRatio))
-		fmt.Fprintf(w, "| p99 | %.2fx | <= %.2fx | %s |\n", pr, targetP99Ratio, verdict(pr <= targetP99Ratio))
+		fmt.Fprintf(w, "\n| ratio %s/%s | value | target | |\n|---|---|---|---|\n", subject, v)
+		fmt.Fprintf(w, "| req/s | %.2fx | >= %.2fx | %s |\n", rr, rpsTarget, verdict(rr >= rpsTarget))
+		fmt.Fprintf(w, "| p99 | %.2fx | <= %.2fx | %s |\n", pr, p99Target, verdict(pr <= p99Target))
 	}
 	return nil
 }

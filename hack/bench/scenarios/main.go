@@ -5,7 +5,8 @@
 // prints each result as a markdown table.
 //
 //	scenarios -stsproxy PATH [flags] cold|slow-refresh|outage-refresh|outage-hard|dynamic|all
-//	scenarios report-compare DIR
+//	scenarios report-compare|report-inbound DIR
+//	scenarios serve-sts -token-file PATH [-audience A] [-alg RS256|ES384]
 //
 // Everything listens on and connects to loopback only, and every load is
 // bounded in requests and time. hack/bench/run.sh builds and runs it.
@@ -64,12 +65,19 @@ var scenarioFuncs = map[string]func(context.Context, *options) error{
 var scenarioOrder = []string{"cold", "slow-refresh", "outage-refresh", "outage-hard", "dynamic"}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "report-compare" {
+	if len(args) > 0 && args[0] == "serve-sts" {
+		return runServeSTS(ctx, args[1:], stderr)
+	}
+	if len(args) > 0 && (args[0] == "report-compare" || args[0] == "report-inbound") {
 		if len(args) != 2 {
-			fmt.Fprintln(stderr, "usage: scenarios report-compare DIR")
+			fmt.Fprintln(stderr, "usage: scenarios report-compare|report-inbound DIR")
 			return 2
 		}
-		if err := reportCompare(args[1], stdout); err != nil {
+		subject, rpsTarget, p99Target := "stsproxy", targetRPSRatio, targetP99Ratio
+		if args[0] == "report-inbound" {
+			subject, rpsTarget, p99Target = "inbound", inboundRPSRatio, inboundP99Ratio
+		}
+		if err := reportCompare(args[1], stdout, subject, rpsTarget, p99Target); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
