@@ -89,6 +89,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		{"floor", constantHeader{base: nopBase, value: tok.bearerValue()}},
 		{"static-audience", &Transport{Source: ts, Audience: FixedAudience(apiAudience), Base: nopBase}},
 		{"host-audience", &Transport{Source: ts, Base: nopBase}},
+		{"custom-format", &Transport{Source: ts, Audience: FixedAudience(apiAudience), Base: nopBase, Header: "X-Api-Token", Format: "Bearer tenant-a:{token}"}},
 	}
 	newReq := func() *http.Request {
 		req, _ := http.NewRequest(http.MethodGet, "https://api.example.com/v1/things", nil)

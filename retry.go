@@ -45,7 +45,7 @@ func (t *Transport) sendRetrying(req, out *http.Request, name string, tok Token)
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	resp.Body.Close()
-	again.Header = cloneHeaderWith(req.Header, name, fresh.bearerValue())
+	again.Header = cloneHeaderWith(req.Header, name, t.headerValue(fresh))
 	t.Source.countRetry(req.Context(), tok.Audience)
 	return t.base().RoundTrip(again)
 }

@@ -13,9 +13,37 @@ import (
 // field is empty.
 const DefaultHeader = "Authorization"
 
+// TokenPlaceholder stands for the JWT in a header value format
+// ([Transport.Format]).
+const TokenPlaceholder = "{token}"
+
+// DefaultFormat is the header value format a [Transport] uses when its
+// Format field is empty: "Bearer <jwt>".
+const DefaultFormat = "Bearer " + TokenPlaceholder
+
+// ErrBadFormat is wrapped by the error of [CheckFormat], and so of a
+// [Transport] whose Format is invalid.
+var ErrBadFormat = errors.New("bad header value format")
+
+// CheckFormat reports whether format is a valid header value format: it
+// holds [TokenPlaceholder] exactly once and no control character (CR and LF
+// in particular, which would split the header), though it may hold
+// tabs. The error wraps [ErrBadFormat] and never holds a token.
+func CheckFormat(format string) error {
+	if n := strings.Count(format, TokenPlaceholder); n != 1 {
+		return fmt.Errorf("stsauth: %w: want %s exactly once, found it %d times", ErrBadFormat, TokenPlaceholder, n)
+	}
+	for i := 0; i < len(format); i++ {
+		if c := format[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return fmt.Errorf("stsauth: %w: want no control characters (CR, LF), found %q at byte %d", ErrBadFormat, c, i)
+		}
+	}
+	return nil
+}
+
 // Transport is an [http.RoundTripper] that puts a web identity token on each
-// request as "Authorization: Bearer <jwt>", replacing any value the request
-// had, then sends it with Base.
+// request as "Authorization: Bearer <jwt>" (or the Header and Format it is
+// given), replacing any value the request had, then sends it with Base.
 //
 // Tokens go only where they belong. Transport refuses, without sending, a
 // request to a host outside AllowedHosts (when set), to a link-local or
@@ -49,9 +77,15 @@ type Transport struct {
 	// guards.
 	Base http.RoundTripper
 	// Header is the request header that carries the token, for APIs that
-	// read it from elsewhere than Authorization. Its value is always
-	// "Bearer <jwt>". If empty, [DefaultHeader] is used.
+	// read it from elsewhere than Authorization. If empty, [DefaultHeader]
+	// is used.
 	Header string
+	// Format is the Header's value, with [TokenPlaceholder] standing for
+	// the JWT, for APIs that want a prefix or suffix of their own, such as
+	// "Bearer tenant-a:{token}". It must pass [CheckFormat]; if it does
+	// not, every request fails with an error wrapping [ErrBadFormat],
+	// before any token is fetched. If empty, [DefaultFormat] is used.
+	Format string
 	// AllowedHosts, if non-nil, are the only hosts requests may be sent
 	// to. If nil, every host but metadata addresses is allowed.
 	AllowedHosts *AllowedHosts
@@ -78,6 +112,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, closeBody(req, err)
 	}
+	if !t.defaultFormat() {
+		if err := CheckFormat(t.Format); err != nil {
+			return nil, closeBody(req, fmt.Errorf("stsauth: Transport.Format: %w", err))
+		}
+	}
 	name := t.Header
 	if name == "" {
 		name = DefaultHeader
@@ -102,13 +141,29 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, closeBody(req, err)
 		}
-		bearer = tok.bearerValue()
+		bearer = t.headerValue(tok)
 		sent = tok
 	}
 	out := new(http.Request)
 	*out = *req
 	out.Header = cloneHeaderWith(req.Header, name, bearer)
 	return t.sendRetrying(req, out, name, sent)
+}
+
+// defaultFormat reports whether the header value is "Bearer <jwt>", which
+// each token holds ready, so no request pays for building it.
+func (t *Transport) defaultFormat() bool {
+	return t.Format == "" || t.Format == DefaultFormat
+}
+
+// headerValue returns the header value carrying tok under t.Format, which
+// has passed [CheckFormat].
+func (t *Transport) headerValue(tok Token) string {
+	if t.defaultFormat() {
+		return tok.bearerValue()
+	}
+	before, after, _ := strings.Cut(t.Format, TokenPlaceholder)
+	return before + tok.Value() + after
 }
 
 // hostAllowed decides whether req may be sent and whether it may carry a
