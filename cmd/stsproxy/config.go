@@ -102,6 +102,8 @@ var proxyFlagSpecs = []flagSpec{
 	{name: "require-tls-upstream", kind: kindBool, def: "false", usage: "refuse to send a token over plain http to an upstream that is not a loopback address"},
 	{name: "upstream-timeout", def: defaultUpstreamTimeout.String(), usage: "how long to wait for upstream response headers, more than 0"},
 	{name: "token-audience", kind: kindList, usage: "token audience (repeatable; env is a comma list); unset derives <scheme>://<host> per request"},
+	{name: "token-header", def: stsauth.DefaultHeader, usage: "request header that carries the token to the upstream; clients' values of it and of Authorization are removed"},
+	{name: "token-format", def: stsauth.DefaultFormat, usage: "value of --token-header, " + stsauth.TokenPlaceholder + " standing for the token, exactly once; no control characters (CR, LF)"},
 	{name: "token-signing-algorithm", def: stsauth.RS256, usage: "token signing algorithm: RS256 or ES384 (any case)"},
 	{name: "token-duration", def: "1h", usage: "requested token lifetime, 60s to 1h"},
 	{name: "token-refresh-skew", def: "5m", usage: "refresh a token this long before it expires, more than 0 and less than --token-duration; unset and not less than --token-duration: half the duration"},
@@ -190,6 +192,9 @@ type config struct {
 	anyHost         bool                  // --allowed-hosts '*': header routing may reach any host
 	upstreamTimeout time.Duration
 	requireTLS      bool // refuse plain http to non-loopback upstreams
+
+	tokenHeader string // canonical name of the header that carries the token
+	tokenFormat string // its value, stsauth.TokenPlaceholder standing for the token
 
 	audiences    []string         // as given; empty means per-request host audience
 	audience     stsauth.Audience // the canonical set of audiences, zero if none
@@ -443,6 +448,24 @@ func validate(raw map[string]*rawValue) (*config, error) {
 		}
 	}
 
+	s, v = get("token-header")
+	if !validHeaderName(v) {
+		return nil, invalid(s, v, "want an HTTP header name")
+	}
+	c.tokenHeader = textproto.CanonicalMIMEHeaderKey(v)
+	switch {
+	case c.tokenHeader == c.hostHeader:
+		return nil, invalid(s, v, "want a header other than --host-header/HOST_HEADER, which names the upstream")
+	case reservedTokenHeaders[c.tokenHeader]:
+		return nil, invalid(s, v, "want a header that the proxy or HTTP does not manage itself (not Host, Content-Length, Via, X-Forwarded-*, or a hop-by-hop header)")
+	}
+
+	s, v = get("token-format")
+	if err := stsauth.CheckFormat(v); err != nil {
+		return nil, invalid(s, v, "want %s exactly once and no control characters (CR, LF)", stsauth.TokenPlaceholder)
+	}
+	c.tokenFormat = v
+
 	if rv := raw["allowed-hosts"]; rv.set() {
 		for _, p := range rv.vals {
 			if p == "" || strings.TrimSpace(p) != p {
@@ -651,6 +674,17 @@ func parseTags(rv *rawValue) (map[string]string, error) {
 		return nil, invalid(rv.spec, rv.String(), "want at most %d tags", stsauth.MaxTags)
 	}
 	return tags, nil
+}
+
+// reservedTokenHeaders are the headers --token-header may not name: HTTP
+// framing, hop-by-hop headers (which never reach the upstream, and
+// Proxy-Authorization would go to a forward proxy), and the ones the proxy
+// sets itself. Keys are canonical.
+var reservedTokenHeaders = map[string]bool{
+	"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Te": true, "Trailer": true,
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Upgrade": true,
+	"Proxy-Authorization": true, "Proxy-Authenticate": true,
+	"Via": true, "Forwarded": true, "X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
 }
 
 // parsePositiveDuration parses a Go duration that must be more than 0.

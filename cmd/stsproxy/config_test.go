@@ -52,6 +52,8 @@ func TestParseConfigDefaults(t *testing.T) {
 	assert.Equal(t, 1024, c.cacheSize)
 	assert.Equal(t, 32, c.maxFetches)
 	assert.Zero(t, c.shutdownDelay, "drop-in: no delay unless asked")
+	assert.Equal(t, "Authorization", c.tokenHeader)
+	assert.Equal(t, "Bearer {token}", c.tokenFormat)
 	assert.Equal(t, 15*time.Second, c.shutdownTimeout)
 	assert.False(t, c.localSTS)
 	assert.False(t, c.version)
@@ -152,6 +154,13 @@ func TestParseConfigValid(t *testing.T) {
 				assert.Equal(t, time.Millisecond, c.shutdownTimeout)
 				assert.Equal(t, 2*time.Second, c.upstreamTimeout)
 			}},
+		{"token header and format env", nil, map[string]string{"TOKEN_HEADER": "x-api-token", "TOKEN_FORMAT": "Bearer tenant-a:{token}"},
+			func(t *testing.T, c *config) {
+				assert.Equal(t, "X-Api-Token", c.tokenHeader)
+				assert.Equal(t, "Bearer tenant-a:{token}", c.tokenFormat)
+			}},
+		{"token format flag beats env", []string{"--token-format", "{token}"}, map[string]string{"TOKEN_FORMAT": "x {token}"},
+			func(t *testing.T, c *config) { assert.Equal(t, "{token}", c.tokenFormat) }},
 		{"shutdown delay env", nil, map[string]string{"SHUTDOWN_DELAY": "5s"},
 			func(t *testing.T, c *config) { assert.Equal(t, 5*time.Second, c.shutdownDelay) }},
 		{"shutdown delay flag beats env", []string{"--shutdown-delay", "0s"}, map[string]string{"SHUTDOWN_DELAY": "5s"},
@@ -231,6 +240,15 @@ func TestParseConfigInvalid(t *testing.T) {
 		{"metrics path", []string{"--metrics-path", "metrics"}, nil, `invalid --metrics-path/METRICS_PATH "metrics": want a path starting with /`},
 		{"metrics path clash", []string{"--metrics-path", "/readyz"}, nil, `invalid --metrics-path/METRICS_PATH "/readyz": want a path starting with / other than /healthz and /readyz`},
 		{"shutdown timeout", []string{"--shutdown-timeout", "-1s"}, nil, `invalid --shutdown-timeout/SHUTDOWN_TIMEOUT "-1s": want a duration more than 0`},
+		{"token format without token", []string{"--token-format", "Bearer x"}, nil, `invalid --token-format/TOKEN_FORMAT "Bearer x": want {token} exactly once and no control characters (CR, LF)`},
+		{"token format twice", nil, map[string]string{"TOKEN_FORMAT": "{token}{token}"}, `invalid --token-format/TOKEN_FORMAT "{token}{token}": want {token} exactly once`},
+		{"token format CRLF", nil, map[string]string{"TOKEN_FORMAT": "Bearer {token}\r\nX-Evil: 1"}, `invalid --token-format/TOKEN_FORMAT "Bearer {token}\r\nX-Evil: 1": want {token} exactly once and no control characters (CR, LF)`},
+		{"token format empty", []string{"--token-format", ""}, nil, `invalid --token-format/TOKEN_FORMAT "": want {token} exactly once`},
+		{"token header bad", []string{"--token-header", "X Api"}, nil, `invalid --token-header/TOKEN_HEADER "X Api": want an HTTP header name`},
+		{"token header empty", []string{"--token-header", ""}, nil, `invalid --token-header/TOKEN_HEADER "": want an HTTP header name`},
+		{"token header is host header", []string{"--token-header", "x-upstream-host"}, nil, `invalid --token-header/TOKEN_HEADER "x-upstream-host": want a header other than --host-header/HOST_HEADER`},
+		{"token header hop by hop", nil, map[string]string{"TOKEN_HEADER": "Proxy-Authorization"}, `invalid --token-header/TOKEN_HEADER "Proxy-Authorization": want a header that the proxy or HTTP does not manage itself`},
+		{"token header host", []string{"--token-header", "host"}, nil, `invalid --token-header/TOKEN_HEADER "host": want a header that the proxy or HTTP does not manage itself`},
 		{"shutdown delay negative", []string{"--shutdown-delay", "-1s"}, nil, `invalid --shutdown-delay/SHUTDOWN_DELAY "-1s": want a duration from 0s to 5m0s`},
 		{"shutdown delay too long", nil, map[string]string{"SHUTDOWN_DELAY": "5h"}, `invalid --shutdown-delay/SHUTDOWN_DELAY "5h": want a duration from 0s to 5m0s`},
 		{"shutdown delay no unit", []string{"--shutdown-delay", "5"}, nil, `invalid --shutdown-delay/SHUTDOWN_DELAY "5": want a duration`},

@@ -71,7 +71,7 @@ func TestE2ENoTokenLeaks(t *testing.T) {
 	require.Equal(t, 0, p.wait(t))
 
 	logs := p.logs.String()
-	assert.Contains(t, logs, `"msg":"replacing inbound Authorization header"`)
+	assert.Contains(t, logs, `"msg":"removing an inbound token header","header":"Authorization"`)
 	assert.Contains(t, logs, `"level":"ERROR","msg":"token unavailable"`)
 	assert.Contains(t, logs, "AccessDenied")
 	assert.Contains(t, logs, `"level":"DEBUG"`)

@@ -438,7 +438,7 @@ func TestE2EProxy(t *testing.T) {
 			assert.NotContains(t, logs, j)
 		}
 		assert.NotContains(t, logs, "inbound-secret")
-		assert.Contains(t, logs, `"msg":"replacing inbound Authorization header"`)
+		assert.Contains(t, logs, `"msg":"removing an inbound token header","header":"Authorization"`)
 		assert.Contains(t, logs, `"msg":"request","method":"GET","path":"/a/b","target":"`+up.host()+`","status":200`)
 		assert.Contains(t, logs, `clients can direct tokens to any host`)
 	})

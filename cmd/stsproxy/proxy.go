@@ -158,10 +158,14 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 	// Mark the request as having passed through this instance, appending
 	// to any Via the client sent, so a request that comes back is caught.
 	pr.Out.Header.Add("Via", p.via)
-	if _, ok := pr.Out.Header["Authorization"]; ok {
-		// The transport replaces it; log that it happened, never its value.
-		p.log.Debug("replacing inbound Authorization header", "target", st.target)
-		pr.Out.Header.Del("Authorization")
+	// A client's Authorization never reaches the upstream, nor its value of
+	// the header that carries the token (which the transport sets). Log
+	// that it happened, never the value.
+	for _, name := range [...]string{"Authorization", p.cfg.tokenHeader} {
+		if _, ok := pr.Out.Header[name]; ok {
+			p.log.Debug("removing an inbound token header", "header", name, "target", st.target)
+			pr.Out.Header.Del(name)
+		}
 	}
 }
 

@@ -197,7 +197,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	base := newBaseTransport(cfg)
 	defer base.CloseIdleConnections()
-	tr := &stsauth.Transport{Source: ts, Base: base, AllowedHosts: cfg.allowed, RequireTLS: cfg.requireTLS}
+	tr := &stsauth.Transport{Source: ts, Base: base, AllowedHosts: cfg.allowed, RequireTLS: cfg.requireTLS,
+		Header: cfg.tokenHeader, Format: cfg.tokenFormat}
 	if !cfg.audience.IsZero() {
 		tr.Audience = stsauth.FixedAudience(cfg.audience)
 	} else {
@@ -419,6 +420,9 @@ func closeWhileDraining(next http.Handler, draining *atomic.Bool) http.Handler {
 func logTokenSettings(log *slog.Logger, cfg *config) {
 	attrs := []any{"duration", cfg.duration.String(), "refresh_skew", cfg.refreshSkew.String(),
 		"signing_algorithm", cfg.signingAlg}
+	if cfg.tokenHeader != stsauth.DefaultHeader || cfg.tokenFormat != stsauth.DefaultFormat {
+		attrs = append(attrs, "token_header", cfg.tokenHeader, "token_format", cfg.tokenFormat)
+	}
 	if cfg.skewHalved {
 		attrs = append(attrs, "refresh_skew_rule", "default 5m does not fit --token-duration: half the duration")
 	}
