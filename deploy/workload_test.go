@@ -117,12 +117,13 @@ type proxyFlags struct {
 var usageFlagRE = regexp.MustCompile(`(?m)^  --([a-z0-9-]+)( value)?(?: \(env ([A-Z0-9_]+)\))?$`)
 
 // stsproxyFlags reads the flag definitions from the real binary's usage,
-// so a container's arguments are checked against the flags it really has.
-func stsproxyFlags(t *testing.T, bin string) proxyFlags {
+// so a container's arguments are checked against the flags it really has:
+// the proxy's, or those of the subcommand command.
+func stsproxyFlags(t *testing.T, bin string, command ...string) proxyFlags {
 	t.Helper()
-	out, err := exec.Command(bin, "--help").Output()
+	out, err := exec.Command(bin, append(slices.Clone(command), "--help")...).Output()
 	require.NoError(t, err)
-	pf := proxyFlags{bools: map[string]bool{}, env: map[string]string{}}
+	pf := proxyFlags{command: command, bools: map[string]bool{}, env: map[string]string{}}
 	for _, m := range usageFlagRE.FindAllStringSubmatch(string(out), -1) {
 		pf.bools[m[1]] = m[2] == ""
 		pf.env[m[1]] = m[3]
@@ -828,6 +829,10 @@ func checkDeployments(t *testing.T, bin string, flagsOf func(c corev1.Container)
 				_, tag, tagged := strings.Cut(c.Image, ":")
 				assert.True(t, tagged && tag != "latest", "the image is pinned to a version, got %q", c.Image)
 				assert.Equal(t, imageVersion, tag, "the image's tag is the version the binary reports")
+			}
+			if isTokenFileWriter(c) {
+				checkTokenFileWriter(t, bin, d, c, sidecars[i], objs)
+				continue
 			}
 			pf, validate := flagsOf(c)
 			validateWithBinary(t, bin, validate, pf, c)
