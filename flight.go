@@ -3,6 +3,7 @@ package stsauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -15,11 +16,12 @@ import (
 // Fetches in flight. Each entry has at most one fetch planned or running (a
 // flight), shared by every caller of that audience set, and the source
 // bounds how many run at once: a caller whose set has no flight waits for
-// a slot in its own goroutine, bounded by its own context, before any
-// goroutine is started for it. Failures that are not about the audience set
-// (credentials, throttling, the feature being disabled, the network) back
-// off the whole source, so that STS sees about one call per backoff step
-// however many sets are asked for.
+// a slot in its own goroutine, bounded by its own context and by the fetch
+// timeout, before any goroutine is started for it. Failures that are not
+// about the audience set (credentials, throttling, the feature being
+// disabled, the network) back off the whole source, callers already
+// waiting for a slot included, so that STS sees about one call per backoff
+// step however many sets are asked for.
 
 // DefaultMaxConcurrentFetches is how many STS calls a [TokenSource] makes at
 // once unless [WithMaxConcurrentFetches] says otherwise.
@@ -54,8 +56,12 @@ type sourceBackoff struct {
 }
 
 // fetchWait gets a fresh token for e, sharing one STS call among concurrent
-// callers, unless a backoff is running.
+// callers, unless a backoff is running. The fetch timeout bounds the whole
+// wait, the wait for a slot included: a caller gets its token, or an error,
+// within it.
 func (ts *TokenSource) fetchWait(ctx context.Context, e *entry) (Token, error) {
+	timeout, stop := ts.timerAt(ts.now().Add(ts.cfg.fetchTimeout))
+	defer stop()
 	for {
 		f, lead, c, err := ts.join(e, triggerRequest)
 		switch {
@@ -69,6 +75,16 @@ func (ts *TokenSource) fetchWait(ctx context.Context, e *entry) (Token, error) {
 			case <-ctx.Done():
 				ts.finish(e, f, nil, errAbandoned)
 				return Token{}, &TokenError{Audience: e.aud, Err: ctx.Err()}
+			case <-timeout:
+				ts.finish(e, f, nil, errAbandoned)
+				return Token{}, ts.waitTimedOut(e)
+			}
+			if err := ts.readmit(f); err != nil {
+				// The source began backing off while this caller waited
+				// for its slot: fail now, as callers that came later do.
+				<-ts.slots
+				ts.finish(e, f, nil, err)
+				return Token{}, &TokenError{Audience: e.aud, Err: err}
 			}
 			ts.launch(e, f, context.WithoutCancel(ctx), false)
 		}
@@ -80,11 +96,35 @@ func (ts *TokenSource) fetchWait(ctx context.Context, e *entry) (Token, error) {
 			if f.err != nil {
 				return Token{}, &TokenError{Audience: e.aud, Err: f.err}
 			}
-			return f.c.tok, nil // fetch stored it
+			return f.c.tok, nil // finish stored it
 		case <-ctx.Done():
 			return Token{}, &TokenError{Audience: e.aud, Err: ctx.Err()}
+		case <-timeout:
+			return Token{}, ts.waitTimedOut(e)
 		}
 	}
+}
+
+// waitTimedOut is the error of a caller that got no token within the fetch
+// timeout. The fetch it waited for, if one started, carries on for others.
+func (ts *TokenSource) waitTimedOut(e *entry) error {
+	return &TokenError{Audience: e.aud, Err: fmt.Errorf("no token within the fetch timeout of %v: %w", ts.cfg.fetchTimeout, context.DeadlineExceeded)}
+}
+
+// readmit asks the source backoff again, for flight f whose leader has just
+// got a slot: the first wave of fetches may have failed, and started a
+// backoff, while it waited. It returns the backoff's error when f may not
+// start; f may become the probe that ends the backoff.
+func (ts *TokenSource) readmit(f *flight) error {
+	if f.probe {
+		return nil
+	}
+	probe, err := ts.backoff.admit(ts.now())
+	if err != nil {
+		return err
+	}
+	f.probe = probe // read by finish, in the goroutine launch starts
+	return nil
 }
 
 // join returns the flight of e to wait for, creating it (lead) if there is
@@ -142,6 +182,9 @@ func (b *sourceBackoff) admit(now time.Time) (probe bool, err error) {
 func (ts *TokenSource) launch(e *entry, f *flight, parent context.Context, refresh bool) {
 	ok := ts.goTracked(func() {
 		c, err := ts.fetch(parent, e, f.trigger)
+		if ts.onFetched != nil {
+			ts.onFetched()
+		}
 		<-ts.slots
 		if refresh && err != nil && err != ErrClosed {
 			ts.metrics.refreshFailures.Add(ts.stop, 1, e.attrs.add...)
@@ -154,10 +197,22 @@ func (ts *TokenSource) launch(e *entry, f *flight, parent context.Context, refre
 	}
 }
 
-// finish ends flight f with its outcome, wakes its waiters and the
-// scheduler (a slot or a token is there to plan with).
+// finish ends flight f with its outcome, stores its token (if any) in e,
+// wakes its waiters and the scheduler (a slot or a token is there to plan
+// with).
+//
+// The token is stored and the flight ends in one step, under e.mu, which
+// join holds to pick a flight: a caller that sees the new token can no
+// longer join the flight that fetched it. Were the token stored first, a
+// caller could take it from the cache, have it rejected, drop it
+// ([TokenSource.Invalidate]) and ask again, only to join the flight that
+// was still ending and be handed the very token it had dropped.
 func (ts *TokenSource) finish(e *entry, f *flight, c *cached, err error) {
 	e.mu.Lock()
+	if c != nil {
+		c.replacement = e.state.Load() == dropped
+		e.state.Store(c)
+	}
 	e.flight = nil
 	e.refreshing.Store(false)
 	f.c, f.err = c, err
@@ -165,7 +220,13 @@ func (ts *TokenSource) finish(e *entry, f *flight, c *cached, err error) {
 	if f.probe {
 		ts.backoff.probing.Store(false)
 	}
+	if c != nil && ts.cfg.tokenHook != nil {
+		ts.cfg.tokenHook(c.tok) // cached, and not yet handed to a waiter
+	}
 	close(f.done)
+	if c != nil {
+		ts.startScheduler()
+	}
 	ts.poke()
 }
 

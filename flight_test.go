@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/stsauth/stsauth/ststest"
 )
 
 func distinctAudience(i int) Audience { return MustAudience(fmt.Sprintf("https://h%d.example.com", i)) }
@@ -150,4 +153,110 @@ func TestPerSetFailureEndsTheSourceBackoff(t *testing.T) {
 	assert.Zero(t, ts.backoff.retryAt.Load(), "the source backoff is over")
 	_, err = ts.backoff.admit(clock.Now())
 	assert.NoError(t, err)
+}
+
+// askAll asks ts for n distinct audience sets at once, each caller in its
+// own goroutine, and returns once every set has a flight planned or running
+// (its leader holds a slot or waits for one), with the channel the callers'
+// errors arrive on.
+func askAll(t *testing.T, ts *TokenSource, n int) <-chan error {
+	t.Helper()
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := ts.Token(context.Background(), distinctAudience(i))
+			errs <- err
+		}()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; i < n; {
+		if e := ts.cache.get(distinctAudience(i).key); e != nil && e.refreshing.Load() {
+			i++
+			continue
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("set %d has no flight after 30 s", i)
+		}
+		runtime.Gosched()
+	}
+	return errs
+}
+
+// Callers admitted before a source-wide backoff began, and still waiting for
+// a slot when it did, fail at once with the backoff's error instead of
+// calling STS: 200 sets asked for at once cost the first wave of 32 calls
+// (DefaultMaxConcurrentFetches), not 200. Over the wire, STS holds every
+// call until the whole burst waits, then answers with the error.
+func TestQueuedCallersHonourTheSourceBackoff(t *testing.T) {
+	const sets = 200
+	for _, code := range []string{"InvalidClientTokenId", "Throttling"} {
+		t.Run(code+"/fake", func(t *testing.T) {
+			ts, fake, _ := newTestSource(t)
+			gate := make(chan struct{})
+			fake.set(func(f *fakeSTS) { f.gate, f.fail = gate, &smithy.GenericAPIError{Code: code} })
+			errs := askAll(t, ts, sets)
+			close(gate)
+			for range sets {
+				var api smithy.APIError
+				require.ErrorAs(t, <-errs, &api)
+				assert.Equal(t, code, api.ErrorCode())
+			}
+			assert.Equal(t, DefaultMaxConcurrentFetches, fake.Calls(), "the first wave only")
+		})
+		t.Run(code+"/ststest", func(t *testing.T) {
+			srv := ststest.NewServer()
+			t.Cleanup(srv.Close)
+			srv.FailAll(code)
+			release := srv.Hold()
+			// One attempt per fetch: the SDK's own retries of Throttling
+			// would multiply every call by three.
+			client := srv.Client(func(o *sts.Options) { o.RetryMaxAttempts = 1 })
+			ts, err := NewTokenSource(client)
+			require.NoError(t, err)
+			useClock(ts, newFakeClock()) // no probe: the backoff never ends
+			t.Cleanup(func() { ts.Close() })
+			errs := askAll(t, ts, sets)
+			release()
+			for range sets {
+				var api smithy.APIError
+				require.ErrorAs(t, <-errs, &api)
+				assert.Equal(t, code, api.ErrorCode())
+			}
+			assert.LessOrEqual(t, srv.Calls(), 40)
+			assert.Equal(t, DefaultMaxConcurrentFetches, srv.Calls(), "the first wave only")
+		})
+	}
+}
+
+// The fetch timeout bounds the whole wait for a token, the wait for a slot
+// included: with STS hanging, 4 slots and 40 sets, every caller gets an
+// error when the timeout has passed since it asked, not one fetch timeout
+// per wave of 4.
+func TestFetchTimeoutBoundsTheWaitForASlot(t *testing.T) {
+	ts, fake, clock := newTestSource(t, WithMaxConcurrentFetches(4), WithFetchTimeout(time.Minute))
+	clock.mu.Lock()
+	clock.firing = true
+	clock.mu.Unlock()
+	fake.set(func(f *fakeSTS) { f.gate = make(chan struct{}) }) // never released
+	errs := askAll(t, ts, 40)
+
+	clock.Advance(time.Minute - time.Second)
+	select {
+	case err := <-errs:
+		t.Fatalf("a caller gave up before the fetch timeout: %v", err)
+	default:
+	}
+	clock.Advance(time.Second)
+	for range 40 {
+		select {
+		case err := <-errs:
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			var te *TokenError
+			require.ErrorAs(t, err, &te)
+			assert.Contains(t, err.Error(), "within the fetch timeout of 1m0s")
+		case <-time.After(10 * time.Second):
+			t.Fatal("a caller still waits past the fetch timeout")
+		}
+	}
+	assert.Equal(t, 4, fake.Calls(), "callers that never got a slot made no call")
 }

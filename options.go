@@ -33,7 +33,8 @@ const (
 	DefaultRefreshSkew = 5 * time.Minute
 	// DefaultCacheSize is how many audience sets the cache holds.
 	DefaultCacheSize = 1024
-	// DefaultFetchTimeout bounds one shared STS fetch, retries included.
+	// DefaultFetchTimeout bounds how long a Token call waits for a token
+	// from STS (see [WithFetchTimeout]).
 	DefaultFetchTimeout = 30 * time.Second
 	// MaxTags, MaxTagKeyLength and MaxTagValueLength are STS's limits on
 	// session tags sent with GetWebIdentityToken.
@@ -117,8 +118,14 @@ func WithCacheSize(n int) Option {
 	return func(c *config) { c.cacheSize = n }
 }
 
-// WithFetchTimeout bounds one shared STS fetch, including the SDK's own
-// retries; it must be positive. The default is [DefaultFetchTimeout].
+// WithFetchTimeout bounds how long a [TokenSource.Token] call that finds no
+// usable token waits for one: the wait for a fetch slot (see
+// [WithMaxConcurrentFetches]), the shared STS fetch and the SDK's own
+// retries, all counted from the moment the call asked. Past it the call fails
+// with an error wrapping [context.DeadlineExceeded]; a fetch already running
+// carries on for other callers, and ends, failing the same way, at most this
+// long after it started. It must be positive. The default is
+// [DefaultFetchTimeout].
 func WithFetchTimeout(d time.Duration) Option {
 	return func(c *config) { c.fetchTimeout = d }
 }

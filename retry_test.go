@@ -166,3 +166,70 @@ func TestInvalidateIsCompareAndDrop(t *testing.T) {
 	assert.Equal(t, 2, fake.Calls())
 	assert.False(t, ts.Invalidate(newToken(MustAudience("https://unknown.example.com"), "a.b.c", time.Time{})))
 }
+
+// waitingCtx is a context that reports, by closing waiting, the first time
+// someone asks for its Done channel: a Token call does so only once it waits
+// for a fetch (or for a slot), after it has joined or planned a flight.
+type waitingCtx struct {
+	context.Context
+	once    sync.Once
+	waiting chan struct{}
+}
+
+func (c *waitingCtx) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.waiting) })
+	return c.Context.Done()
+}
+
+// A request that finds a token in the cache while the fetch that minted it
+// is still ending, has it rejected and asks for a replacement must get a
+// new token, not join that fetch and be handed the rejected one back. (The
+// proxy's TestRunRetriesAfterUnauthorized failed this way about once in 300
+// loaded runs: the request raced the startup prefetch.)
+func TestRejectedTokenIsNotHandedBackByTheFetchThatMintedIt(t *testing.T) {
+	tr, up, fake, _, ts := newRetryTransport(t)
+	var rejected sync.Once
+	var first string
+	up.reject = func(b string) bool {
+		rejected.Do(func() { first = b })
+		return b == first
+	}
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var pauseOnce sync.Once
+	ts.onFetched = func() {
+		pauseOnce.Do(func() {
+			close(paused)
+			<-resume
+		})
+	}
+	prime := make(chan error, 1)
+	go func() { prime <- tr.Prime(context.Background()) }()
+	<-paused // the first token is fetched; its flight has not ended
+
+	ctx := &waitingCtx{Context: context.Background(), waiting: make(chan struct{})}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://api.example.com/", nil)
+	require.NoError(t, err)
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := tr.RoundTrip(req)
+		done <- result{resp, err}
+	}()
+	<-ctx.waiting // the request waits for a flight
+	close(resume)
+	r := <-done
+	require.NoError(t, r.err)
+	r.resp.Body.Close()
+	require.NoError(t, <-prime)
+
+	seen := up.seen()
+	require.NotEmpty(t, seen)
+	assert.Equal(t, http.StatusOK, r.resp.StatusCode, "the request was answered 401: the retry sent the rejected token")
+	if len(seen) == 2 {
+		assert.NotEqual(t, seen[0], seen[1], "the retry carried the rejected token")
+	}
+	assert.LessOrEqual(t, fake.Calls(), 2)
+}

@@ -173,9 +173,10 @@ func (e *TokenError) Unwrap() error { return e.Err }
 // and STS failing, callers get the last error at once until the backoff
 // allows another attempt, so a storm of requests is not a storm of STS
 // calls. Failures every audience set would share (credentials, throttling,
-// the network) back off the whole source, and at most
-// [DefaultMaxConcurrentFetches] STS calls (see [WithMaxConcurrentFetches])
-// run at once.
+// the network) back off the whole source, callers already waiting for a
+// fetch slot included, and at most [DefaultMaxConcurrentFetches] STS calls
+// (see [WithMaxConcurrentFetches]) run at once. However long the queue, no
+// Token call waits longer than the fetch timeout ([WithFetchTimeout]).
 //
 // A token's serving window comes from its own iat and exp claims, counted
 // from the local moment its fetch started, so clock offsets between this
@@ -205,6 +206,9 @@ type TokenSource struct {
 	// onScan, if set by a test, is called by the scheduler after each scan
 	// once its timer is armed; fired tells whether the timer started it.
 	onScan func(fired bool)
+	// onFetched, if set by a test, is called by a fetch's goroutine once
+	// the STS call has returned, before its flight ends.
+	onFetched func()
 
 	wake chan struct{} // pokes the scheduler; buffered 1
 	// pokes counts pokes; parked is the count the scheduler had seen when
@@ -394,8 +398,9 @@ func (ts *TokenSource) goTracked(f func()) bool {
 	return true
 }
 
-// fetch makes one STS call for e and records its outcome: the new token in
-// e.state, or the failure and the backoff that follows it. parent supplies
+// fetch makes one STS call for e and records its outcome: the failure and
+// the backoff that follows it, or the end of any backoff; the new token it
+// returns is stored by [TokenSource.finish]. parent supplies
 // values such as trace context; its cancellation is ignored, because the
 // result is shared by callers that may still be waiting. The call has its own
 // timeout and ends early only when the source is closed, failing with
@@ -440,16 +445,8 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 		return nil, err
 	}
 
-	c := ts.newCached(e.aud, *out.WebIdentityToken, start, lifetime, now, first)
-	c.replacement = e.state.Load() == dropped
 	ts.recordSuccess(e)
-	e.state.Store(c)
-	if ts.cfg.tokenHook != nil {
-		ts.cfg.tokenHook(c.tok)
-	}
-	ts.startScheduler()
-	ts.poke()
-	return c, nil
+	return ts.newCached(e.aud, *out.WebIdentityToken, start, lifetime, now, first), nil
 }
 
 // newCached works out when a token whose fetch started at start and which
