@@ -108,7 +108,7 @@ var proxyFlagSpecs = []flagSpec{
 	{name: "token-duration", def: "1h", usage: "requested token lifetime, 60s to 1h"},
 	{name: "token-refresh-skew", def: "5m", usage: "refresh a token this long before it expires, more than 0 and less than --token-duration; unset and not less than --token-duration: half the duration"},
 	{name: "token-tag", kind: kindList, usage: "session tag key=value added to every token (repeatable; env TOKEN_TAGS is a comma list)"},
-	{name: "token-fetch-timeout", def: stsauth.DefaultFetchTimeout.String(), usage: "the longest a request waits for a token from STS, retries included, more than 0"},
+	{name: "token-fetch-timeout", def: stsauth.DefaultFetchTimeout.String(), usage: "the longest a request waits for a token from STS, its wait for a fetch slot and retries included, more than 0"},
 	{name: "token-cache-size", def: strconv.Itoa(stsauth.DefaultCacheSize), usage: "how many audience sets to cache tokens for, at least 1"},
 	{name: "token-fetch-concurrency", def: strconv.Itoa(stsauth.DefaultMaxConcurrentFetches), usage: "most STS calls in flight at once, across audience sets, 1 to " + strconv.Itoa(stsauth.MaxMaxConcurrentFetches)},
 	{name: "log-level", def: "info", usage: "log level: debug, info, warn or error (any case)"},
