@@ -4,7 +4,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -137,4 +139,26 @@ func readyz(t *testing.T, c *http.Client, p *proc) int {
 	defer res.Body.Close()
 	_, _ = io.Copy(io.Discard, res.Body)
 	return res.StatusCode
+}
+
+// TestCloseWhileDraining: once draining, responses ask the client to close
+// the connection, except an upgrade's, whose Connection must say Upgrade.
+func TestCloseWhileDraining(t *testing.T) {
+	t.Parallel()
+	var draining atomic.Bool
+	h := closeWhileDraining(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), &draining)
+	serve := func(upgrade bool) string {
+		r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1/", nil)
+		if upgrade {
+			r.Header.Set("Connection", "Upgrade")
+			r.Header.Set("Upgrade", "websocket")
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Header().Get("Connection")
+	}
+	assert.Empty(t, serve(false), "not draining")
+	draining.Store(true)
+	assert.Equal(t, "close", serve(false))
+	assert.Empty(t, serve(true), "an upgrade while draining")
 }
