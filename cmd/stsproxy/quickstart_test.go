@@ -3,13 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -261,32 +262,77 @@ func TestWatchParent(t *testing.T) {
 	watchParent(ctx, func() int { return 1 }, time.Millisecond, func() { t.Error("stopped without a parent change") })
 }
 
-// TestREADMELibrarySnippetBuilds builds the README's library example, a
-// whole program with its imports, so it cannot drift from the API. The
-// snippet is laid over a directory of the module that does not exist on
-// disk (go build -overlay), so it resolves the module's own packages.
+// grpcImport marks a README program that imports grpc: hack/grpccheck,
+// whose module has grpc, builds those.
+const grpcImport = `"google.golang.org/grpc`
+
+// TestREADMELibrarySnippetBuilds builds the README's Go programs (blocks
+// that start "package main"), each a whole program with its imports, so
+// they cannot drift from the API. Each is laid over a directory of the
+// module that does not exist on disk (go build -overlay), so it resolves
+// the module's own packages. Programs that import grpc are built by
+// hack/grpccheck instead.
 func TestREADMELibrarySnippetBuilds(t *testing.T) {
 	t.Parallel()
 	blocks, _ := readmeBlocks(t)
-	var snippet string
-	for _, b := range blocks {
-		if strings.HasPrefix(b, "package main\n") {
-			snippet = b
-			break
-		}
-	}
-	require.NotEmpty(t, snippet, "README.md has no Go program")
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	require.NoError(t, err)
 	dir := t.TempDir()
-	src, overlay := filepath.Join(dir, "main.go"), filepath.Join(dir, "overlay.json")
-	require.NoError(t, os.WriteFile(src, []byte(snippet), 0o600))
-	target := filepath.Join(root, "internal", "readmesnippet", "main.go")
-	require.NoError(t, os.WriteFile(overlay, []byte(`{"Replace":{`+strconv.Quote(target)+`:`+strconv.Quote(src)+`}}`), 0o600))
-	cmd := exec.Command("go", "build", "-overlay", overlay, "-o", os.DevNull, "./internal/readmesnippet")
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "the README's library example does not build:\n%s", out)
+	replace := map[string]string{}
+	var pkgs []string
+	for i, b := range blocks {
+		if !strings.HasPrefix(b, "package main\n") || strings.Contains(b, grpcImport) {
+			continue
+		}
+		src := filepath.Join(dir, fmt.Sprintf("main%d.go", i))
+		require.NoError(t, os.WriteFile(src, []byte(b), 0o600))
+		pkg := fmt.Sprintf("readmesnippet%d", i)
+		replace[filepath.Join(root, "internal", pkg, "main.go")] = src
+		pkgs = append(pkgs, "./internal/"+pkg)
+	}
+	require.NotEmpty(t, pkgs, "README.md has no Go program")
+	overlay := filepath.Join(dir, "overlay.json")
+	data, err := json.Marshal(map[string]any{"Replace": replace})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(overlay, data, 0o600))
+	for _, pkg := range pkgs {
+		cmd := exec.Command("go", "build", "-overlay", overlay, "-o", os.DevNull, pkg)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "a README program (%s) does not build:\n%s", pkg, out)
+	}
+}
+
+// TestREADMETokenCommands checks that the README's "stsproxy token"
+// command lines are valid: each is parsed as stsproxy token parses its
+// arguments, with the directory of --output-file made to exist.
+func TestREADMETokenCommands(t *testing.T) {
+	t.Parallel()
+	blocks, _ := readmeBlocks(t)
+	tmp := t.TempDir()
+	n := 0
+	for _, b := range blocks {
+		joined := strings.ReplaceAll(b, "\\\n", " ")
+		for line := range strings.Lines(joined) {
+			_, args, ok := strings.Cut(line, "stsproxy token ")
+			if !ok || strings.Contains(line, "`") {
+				continue // prose, not a command
+			}
+			if i := strings.IndexAny(args, "|;&#>)"); i >= 0 {
+				args = args[:i] // the rest of a pipeline or list is another command
+			}
+			n++
+			fields := strings.Fields(args)
+			for i, f := range fields {
+				if i > 0 && fields[i-1] == "--output-file" {
+					fields[i] = filepath.Join(tmp, filepath.Base(f)) // its directory exists in the container
+				}
+			}
+			_, err := parseCommandConfig(tokenCommand, fields, envOf(nil))
+			assert.NoError(t, err, "README: stsproxy token %s", args)
+		}
+	}
+	assert.GreaterOrEqual(t, n, 3, "README.md has its stsproxy token commands")
 }
 
 // TestDemoPortInUse checks that a demo whose port is taken stops at once,

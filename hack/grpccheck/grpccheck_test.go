@@ -177,15 +177,21 @@ func isUnauthenticated(err error) bool { return status.Code(err) == codes.Unauth
 // interceptor that replaces rejected tokens with creds.Retry.
 func dial(t *testing.T, a *api, creds *stsauth.PerRPCCredentials) healthpb.HealthClient {
 	t.Helper()
-	conn, err := grpc.NewClient(a.addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: a.pool, MinVersion: tls.VersionTLS12})),
-		grpc.WithPerRPCCredentials(creds),
+	return dialWith(t, a, creds,
 		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			return creds.Retry(ctx, isUnauthenticated, func(ctx context.Context) error {
 				return invoker(ctx, method, req, reply, cc, opts...)
 			})
-		}),
-	)
+		}))
+}
+
+// dialWith connects to a over TLS with creds on every call.
+func dialWith(t *testing.T, a *api, creds credentials.PerRPCCredentials, opts ...grpc.DialOption) healthpb.HealthClient {
+	t.Helper()
+	conn, err := grpc.NewClient(a.addr, append([]grpc.DialOption{
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: a.pool, MinVersion: tls.VersionTLS12})),
+		grpc.WithPerRPCCredentials(creds),
+	}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	return healthpb.NewHealthClient(conn)
