@@ -77,20 +77,30 @@ func readKustomization(t *testing.T, p string) types.Kustomization {
 	return k
 }
 
-// proxyFlagsOf is flagsOf for kustomizations: every container is the proxy,
-// validated by "stsproxy policy", which takes every proxy flag.
-func proxyFlagsOf(pf proxyFlags) func(corev1.Container) (proxyFlags, []string) {
-	return func(corev1.Container) (proxyFlags, []string) { return pf, []string{"policy"} }
+// containerFlagsOf is flagsOf for kustomizations: a container whose
+// arguments start with "inbound" runs stsproxy inbound, validated by
+// "stsproxy inbound --validate"; every other runs the proxy, validated by
+// "stsproxy policy", which takes every proxy flag. Both read their flags
+// from the real binary's usage.
+func containerFlagsOf(t *testing.T, bin string) func(corev1.Container) (proxyFlags, []string) {
+	t.Helper()
+	proxy, inbound := stsproxyFlags(t, bin), stsproxyFlags(t, bin, "inbound")
+	return func(c corev1.Container) (proxyFlags, []string) {
+		if len(c.Args) > 0 && c.Args[0] == "inbound" {
+			return inbound, []string{"inbound", "--validate"}
+		}
+		return proxy, []string{"policy"}
+	}
 }
 
 func TestKustomizations(t *testing.T) {
 	bin := stsproxyBinary(t)
-	pf := stsproxyFlags(t, bin)
+	flagsOf := containerFlagsOf(t, bin)
 	for _, dir := range kustomizations(t) {
 		t.Run(filepath.ToSlash(dir), func(t *testing.T) {
 			objs := render(t, dir)
 			example := strings.Contains(filepath.ToSlash(dir), "/examples/")
-			checkDeployments(t, bin, proxyFlagsOf(pf), objs, example)
+			checkDeployments(t, bin, flagsOf, objs, example)
 			checkNamespacesExist(t, objs)
 		})
 	}
@@ -116,7 +126,7 @@ func checkNamespacesExist(t *testing.T, objs *objects) {
 // result like the examples.
 func TestKustomizeComponents(t *testing.T) {
 	bin := stsproxyBinary(t)
-	pf := stsproxyFlags(t, bin)
+	flagsOf := containerFlagsOf(t, bin)
 	examples, err := filepath.Glob(filepath.Join(kubernetesDir, "examples", "*", "kustomization.yaml"))
 	require.NoError(t, err)
 	require.NotEmpty(t, examples)
@@ -143,7 +153,7 @@ func TestKustomizeComponents(t *testing.T) {
 				if comp == "podmonitor" {
 					require.NotEmpty(t, objs.podMonitors)
 				}
-				checkDeployments(t, bin, proxyFlagsOf(pf), objs, true)
+				checkDeployments(t, bin, flagsOf, objs, true)
 			})
 		}
 	}
@@ -169,14 +179,17 @@ func copyToMemory(t *testing.T, root string) filesys.FileSystem {
 }
 
 func TestKustomizationsCoverBothModes(t *testing.T) {
-	var sidecars, shared int
+	var sidecars, shared, inbound int
 	for _, dir := range kustomizations(t) {
 		for _, d := range render(t, dir).deployments {
-			_, isSidecar := stsproxyContainers(d.Spec.Template.Spec)
-			for _, s := range isSidecar {
-				if s {
+			cs, isSidecar := stsproxyContainers(d.Spec.Template.Spec)
+			for i, s := range isSidecar {
+				switch {
+				case isInbound(cs[i]):
+					inbound++
+				case s:
 					sidecars++
-				} else {
+				default:
 					shared++
 				}
 			}
@@ -184,6 +197,7 @@ func TestKustomizationsCoverBothModes(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, sidecars, 2, "sidecar base and example")
 	assert.GreaterOrEqual(t, shared, 2, "shared proxy base and example")
+	assert.GreaterOrEqual(t, inbound, 1, "stsproxy inbound sidecar base")
 }
 
 // TestExamplesUseTheImageComponent checks that the image is named in one

@@ -41,7 +41,7 @@ func checkTokenFileWriter(t *testing.T, bin string, d *appsv1.Deployment, c core
 	assert.NotNil(t, c.StartupProbe, "a startup probe holds the application until the first token is written")
 	checkProbes(t, c, flags)
 	checkAWSEnv(t, c)
-	checkEgress(t, d, c, objs)
+	checkEgress(t, d, c, objs, true)
 	validateTokenFileWriter(t, bin, pf, c)
 
 	// The file's directory is a memory-backed emptyDir: the writer's only

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -128,9 +129,12 @@ func stsproxyFlags(t *testing.T, bin string, command ...string) proxyFlags {
 		pf.bools[m[1]] = m[2] == ""
 		pf.env[m[1]] = m[3]
 	}
-	require.Contains(t, pf.bools, "metrics-listen-addr", "stsproxy --help:\n%s", out)
+	require.Contains(t, pf.bools, "metrics-listen-addr", "stsproxy %v --help:\n%s", command, out)
 	return pf
 }
+
+// isInbound reports whether an stsproxy container runs stsproxy inbound.
+func isInbound(c corev1.Container) bool { return len(c.Args) > 0 && c.Args[0] == "inbound" }
 
 // envValue resolves a container's environment variable as the kubelet
 // would: a literal, or a resource field of the container itself. Other
@@ -360,6 +364,17 @@ func checkAWSEnv(t *testing.T, c corev1.Container) {
 	assert.Equal(t, "true", env["AWS_EC2_METADATA_DISABLED"].Value,
 		"container %s: Pod Identity or IRSA, never a silent fallback to the node's instance role", c.Name)
 	assert.NotEmpty(t, env["AWS_REGION"].Value, "container %s: GetWebIdentityToken is regional", c.Name)
+	checkGoMemLimit(t, c)
+}
+
+// checkGoMemLimit checks that the container sizes the Go heap to its
+// memory limit.
+func checkGoMemLimit(t *testing.T, c corev1.Container) {
+	t.Helper()
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
 	if gml, ok := env["GOMEMLIMIT"]; assert.True(t, ok, "container %s: GOMEMLIMIT", c.Name) {
 		if assert.NotNil(t, gml.ValueFrom, "container %s: GOMEMLIMIT from the downward API", c.Name) &&
 			assert.NotNil(t, gml.ValueFrom.ResourceFieldRef, "container %s: GOMEMLIMIT from resourceFieldRef", c.Name) {
@@ -434,6 +449,69 @@ func checkSidecar(t *testing.T, d *appsv1.Deployment, c corev1.Container, flags 
 				"NetworkPolicy %s opens the sidecar's admin port %d to other pods", np.Name, admin)
 		}
 	}
+}
+
+// checkInboundSidecar checks stsproxy inbound's contract as the API's
+// native sidecar: it restarts for the pod's life, listens on the pod's
+// interfaces and forwards to the API on loopback, holds the API's start
+// until it has the issuers' keys, and is the only way in: the Service and
+// the NetworkPolicy open its port, neither the API's nor the admin port.
+func checkInboundSidecar(t *testing.T, d *appsv1.Deployment, c corev1.Container, flags map[string]string, objs *objects) {
+	t.Helper()
+	require.NotNil(t, c.RestartPolicy, "a native sidecar has restartPolicy")
+	assert.Equal(t, corev1.ContainerRestartPolicyAlways, *c.RestartPolicy)
+	assert.NotEmpty(t, flags["issuer"], "trusted issuers")
+	assert.NotEmpty(t, flags["audience"], "accepted audiences")
+	assert.NotEqual(t, "true", flags["allow-insecure-issuer"], "no http issuers in a cluster")
+	assert.NotEqual(t, "true", flags["forward-token"], "the token stops at the sidecar")
+	assert.NotNil(t, c.StartupProbe, "a startup probe holds the API until the issuers' keys are in")
+	listen := port(t, flags["listen-addr"], ":8443")
+	host, _, err := net.SplitHostPort(flags["listen-addr"])
+	require.NoError(t, err)
+	assert.Contains(t, []string{"", "0.0.0.0", "::"}, host, "the sidecar listens on the pod's interfaces, for the Service")
+	admin := port(t, flags["metrics-listen-addr"], ":9090")
+	up, err := url.Parse(flags["upstream"])
+	require.NoError(t, err, "--upstream")
+	assert.Contains(t, []string{"127.0.0.1", "localhost", "::1"}, up.Hostname(), "the API is reached on loopback, inside the pod")
+	upPort := int32(80)
+	if up.Port() != "" {
+		n, err := strconv.Atoi(up.Port())
+		require.NoError(t, err)
+		upPort = int32(n)
+	}
+	for _, other := range d.Spec.Template.Spec.Containers {
+		for _, p := range other.Ports {
+			assert.NotEqual(t, upPort, p.ContainerPort, "container %s declares the API's loopback port %d", other.Name, upPort)
+		}
+	}
+	podLabels := labels.Set(d.Spec.Template.Labels)
+	var toSidecar int
+	for _, svc := range objs.services {
+		if !labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
+			continue
+		}
+		for _, sp := range svc.Spec.Ports {
+			target := containerPort(t, c, sp.TargetPort)
+			assert.Equal(t, listen, target, "Service %s targets the sidecar's --listen-addr port, nothing else", svc.Name)
+			if target == listen {
+				toSidecar++
+			}
+		}
+	}
+	assert.Equal(t, 1, toSidecar, "one Service port reaches the sidecar")
+	pols := policiesFor(t, d, objs, networkingv1.PolicyTypeIngress)
+	require.NotEmpty(t, pols, "a NetworkPolicy isolates %s's ingress", d.Name)
+	var opened bool
+	for _, np := range pols {
+		for _, rule := range np.Spec.Ingress {
+			opened = opened || portsInclude(t, rule.Ports, c, listen, corev1.ProtocolTCP)
+			assert.False(t, portsInclude(t, rule.Ports, c, admin, corev1.ProtocolTCP),
+				"NetworkPolicy %s opens the sidecar's admin port %d to other pods", np.Name, admin)
+			assert.False(t, portsInclude(t, rule.Ports, c, upPort, corev1.ProtocolTCP),
+				"NetworkPolicy %s opens the API's port %d", np.Name, upPort)
+		}
+	}
+	assert.True(t, opened, "a NetworkPolicy admits callers to the sidecar's port %d", listen)
 }
 
 // minReplicas is the fewest replicas a Deployment runs: its replicas, or
@@ -773,10 +851,11 @@ func egressAllows(t *testing.T, pols []*networkingv1.NetworkPolicy, c corev1.Con
 // IPv6 clusters); it listens on port 80 on every node.
 var podIdentityAgents = []netip.Addr{netip.MustParseAddr("169.254.170.23"), netip.MustParseAddr("fd00:ec2::23")}
 
-// checkEgress checks that the pod reaches DNS, HTTPS and the Pod Identity
-// agent, and nothing else on link-local: in particular not the instance
-// metadata service, which would hand out the node's role.
-func checkEgress(t *testing.T, d *appsv1.Deployment, c corev1.Container, objs *objects) {
+// checkEgress checks that the pod reaches DNS, HTTPS and, if it needs AWS
+// credentials (agent), the Pod Identity agent, and nothing else on
+// link-local: in particular not the instance metadata service, which would
+// hand out the node's role.
+func checkEgress(t *testing.T, d *appsv1.Deployment, c corev1.Container, objs *objects, agent bool) {
 	t.Helper()
 	pols := policiesFor(t, d, objs, networkingv1.PolicyTypeEgress)
 	require.NotEmpty(t, pols, "a NetworkPolicy limits %s's egress", d.Name)
@@ -797,7 +876,7 @@ func checkEgress(t *testing.T, d *appsv1.Deployment, c corev1.Container, objs *o
 	for _, a := range linkLocal {
 		addr := netip.MustParseAddr(a)
 		for _, p := range []int32{80, 443, 8080, 9090, 2375} {
-			want := p == 80 && slices.Contains(podIdentityAgents, addr)
+			want := agent && p == 80 && slices.Contains(podIdentityAgents, addr)
 			assert.Equal(t, want, allows(a, p, corev1.ProtocolTCP), "egress to %s port %d", a, p)
 		}
 	}
@@ -838,9 +917,18 @@ func checkDeployments(t *testing.T, bin string, flagsOf func(c corev1.Container)
 			validateWithBinary(t, bin, validate, pf, c)
 			flags := pf.effective(t, c)
 			checkProbes(t, c, flags)
-			checkAWSEnv(t, c)
 			checkGracePeriod(t, spec, flags)
-			checkEgress(t, d, c, objs)
+			if isInbound(c) {
+				// stsproxy inbound makes no AWS call: no credentials, no
+				// Pod Identity agent.
+				checkGoMemLimit(t, c)
+				checkEgress(t, d, c, objs, false)
+				require.True(t, sidecars[i], "stsproxy inbound runs as a native sidecar of the API")
+				checkInboundSidecar(t, d, c, flags, objs)
+				continue
+			}
+			checkAWSEnv(t, c)
+			checkEgress(t, d, c, objs, true)
 			if sidecars[i] {
 				checkSidecar(t, d, c, flags, objs)
 			} else {

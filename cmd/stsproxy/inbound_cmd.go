@@ -43,6 +43,7 @@ var inboundFlagSpecs = []flagSpec{
 	{name: "replay-cache-size", def: "0", inbound: true, usage: "refuse a token whose jti was seen before, remembering up to this many, 0 (off) to " + strconv.Itoa(maxReplayCacheSize) + "; only for callers that mint a token per request"},
 	{name: "claim-header-prefix", def: defaultClaimHeaderPrefix, inbound: true, usage: "prefix of the identity headers sent upstream; every inbound header with it is removed. A header name prefix ending in -"},
 	{name: "forward-token", kind: kindBool, def: "false", inbound: true, usage: "pass the Authorization header on to the upstream; by default it is removed"},
+	{name: "validate", kind: kindBool, def: "false", inbound: true, noEnv: true, usage: "check the configuration and exit: 0 if valid, 2 with the error if not; nothing is bound or fetched"},
 }
 
 // inboundCommand is "stsproxy inbound": the receiving side, a reverse proxy
@@ -54,7 +55,7 @@ var inboundCommand = &command{
 	flags: []string{"upstream", "issuer", "audience", "allow-insecure-issuer", "account", "allow-org", "allow-ou-prefix",
 		"allow-principal", "require-tag", "replay-cache-size", "claim-header-prefix", "forward-token",
 		"listen-addr", "upstream-timeout", "tls-cert", "tls-key", "metrics-enabled", "metrics-listen-addr", "metrics-path",
-		"shutdown-delay", "shutdown-timeout", "log-level", "log-format", "access-log"},
+		"shutdown-delay", "shutdown-timeout", "log-level", "log-format", "access-log", "validate"},
 	defaults: map[string]string{"listen-addr": defaultInboundListenAddr},
 }
 
@@ -64,6 +65,7 @@ type inboundConfig struct {
 	verify       verify.Config // issuers, audiences, policy, replay guard
 	headers      claimHeaders
 	forwardToken bool
+	validateOnly bool // --validate: check the configuration and exit
 
 	// Set by tests, never by flags: the verifier's clock.
 	now func() time.Time
@@ -110,6 +112,10 @@ func validateInbound(raw map[string]*rawValue, c *config) (*inboundConfig, error
 	}
 	s, v = get("forward-token")
 	if ic.forwardToken, err = strconv.ParseBool(v); err != nil {
+		return nil, invalid(s, v, "want true or false")
+	}
+	s, v = get("validate")
+	if ic.validateOnly, err = strconv.ParseBool(v); err != nil {
 		return nil, invalid(s, v, "want true or false")
 	}
 
@@ -226,6 +232,11 @@ func runInbound(ctx context.Context, args []string, getenv func(string) string, 
 	cfg, code := loadConfig(inboundCommand, args, getenv, stdout, stderr)
 	if cfg == nil {
 		return code
+	}
+	if cfg.inbound.validateOnly {
+		fmt.Fprintf(stdout, "stsproxy inbound: configuration valid: upstream %s, %d issuer(s), %d audience(s)\n",
+			cfg.inbound.upstream.Redacted(), len(cfg.inbound.verify.Issuers), len(cfg.inbound.verify.Audiences))
+		return 0
 	}
 	log := newLogger(cfg, stderr)
 	if err := serveInbound(ctx, cfg, log); err != nil {

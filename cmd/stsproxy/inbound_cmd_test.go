@@ -578,6 +578,17 @@ func TestInboundConfig(t *testing.T) {
 		assert.Contains(t, stderr.String(), "missing --issuer/ISSUER")
 		assert.Contains(t, stderr.String(), "stsproxy inbound --help")
 	})
+	t.Run("--validate", func(t *testing.T) {
+		var stdout, stderr strings.Builder
+		code := run(t.Context(), append([]string{"inbound", "--validate"}, base...), envOf(nil), &stdout, &stderr)
+		assert.Equal(t, 0, code, stderr.String())
+		assert.Equal(t, "stsproxy inbound: configuration valid: upstream http://127.0.0.1:8080, 1 issuer(s), 1 audience(s)\n", stdout.String())
+		code = run(t.Context(), []string{"inbound", "--validate", "--upstream", "http://127.0.0.1:8080"}, envOf(nil), &stdout, &stderr)
+		assert.Equal(t, 2, code)
+		c, err := parseCommandConfig(inboundCommand, base, envOf(map[string]string{"VALIDATE": "true"}))
+		require.NoError(t, err)
+		assert.False(t, c.inbound.validateOnly, "--validate has no env var")
+	})
 	t.Run("the proxy does not take inbound flags", func(t *testing.T) {
 		_, err := parseConfig([]string{"--issuer", iss}, envOf(nil))
 		require.Error(t, err)
