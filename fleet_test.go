@@ -71,19 +71,18 @@ func (r *fleetRecorder) record(err error) {
 }
 
 type fleetResult struct {
-	sources, sets      int
-	rate               float64
-	timeToFull         time.Duration
-	calls, rejected    int
-	otherFailures      int
-	requests, refused  int // client requests, and those that got an error
-	windowStart        time.Duration
-	mean, peakMin      float64 // refresh calls/s over the window; peak minute
-	peakSecond         int
-	wall               time.Duration
-	okBySec, rejBySec  map[int]int
-	simulated          time.Duration
-	scheduledRefreshes int
+	sources, sets     int
+	rate              float64
+	timeToFull        time.Duration
+	calls, rejected   int
+	otherFailures     int
+	requests, refused int // client requests, and those that got an error
+	windowStart       time.Duration
+	mean, peakMin     float64 // refresh calls/s over the window; peak minute
+	peakSecond        int
+	wall              time.Duration
+	okBySec, rejBySec map[int]int
+	simulated         time.Duration
 }
 
 func BenchmarkFleet(b *testing.B) {

@@ -117,7 +117,7 @@ type tokenClaims struct {
 // verify checks the token's signature against keys and returns its claims.
 func verify(t *testing.T, keys jose.JSONWebKeySet, token, alg string) tokenClaims {
 	t.Helper()
-	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
 	require.NoError(t, err, "parse token")
 	require.Len(t, jws.Signatures, 1)
 	h := jws.Signatures[0].Header
@@ -181,7 +181,7 @@ func TestGetWebIdentityTokenSuccess(t *testing.T) {
 			require.NotNil(t, out.Expiration)
 			assert.Equal(t, time.Unix(c.Exp, 0).UTC(), out.Expiration.UTC())
 
-			jws, err := jose.ParseSigned(aws.ToString(out.WebIdentityToken), []jose.SignatureAlgorithm{jose.SignatureAlgorithm(tc.alg)})
+			jws, err := jose.ParseSignedCompact(aws.ToString(out.WebIdentityToken), []jose.SignatureAlgorithm{jose.SignatureAlgorithm(tc.alg)})
 			require.NoError(t, err)
 			kids[tc.alg] = jws.Signatures[0].Header.KeyID
 		})
@@ -300,7 +300,7 @@ func TestRotate(t *testing.T) {
 		t.Helper()
 		out, err := s.Client().GetWebIdentityToken(t.Context(), input(alg, "aud"))
 		require.NoError(t, err)
-		jws, err := jose.ParseSigned(aws.ToString(out.WebIdentityToken), []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+		jws, err := jose.ParseSignedCompact(aws.ToString(out.WebIdentityToken), []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
 		require.NoError(t, err)
 		return jws.Signatures[0].Header.KeyID
 	}

@@ -67,7 +67,7 @@ func TestSessionExpiry(t *testing.T) {
 // sessionExpClaim returns the original_session_exp claim of token.
 func sessionExpClaim(t *testing.T, token string) string {
 	t.Helper()
-	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.RS256})
 	require.NoError(t, err)
 	var c struct {
 		AWS struct {
