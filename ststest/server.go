@@ -1,6 +1,7 @@
 package ststest
 
 import (
+	"net"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -85,6 +86,13 @@ type Server struct {
 	// caller, the identity_store_user_id claim that real tokens carry for
 	// SSO users. If empty, the claim is omitted.
 	IdentityStoreUserID string
+
+	// Listener is the listener the server accepts connections on, as in
+	// [httptest.Server]. If nil when [Server.Start] runs, the server
+	// listens on a free port of the loopback interface; set it between
+	// [NewUnstartedServer] and Start to serve on a known address, such as
+	// the fixed loopback port of a long-running demo. Start sets it.
+	Listener net.Listener
 
 	// Now is the clock used for the iat and exp claims and the Expiration of
 	// the response. If nil, [time.Now] is used. Setting it lets tests share a
@@ -196,7 +204,12 @@ func (s *Server) Start() {
 		s.now = time.Now
 	}
 	s.keys.Store(newKeySet(0))
+	if s.Listener != nil {
+		s.ts.Listener.Close()
+		s.ts.Listener = s.Listener
+	}
 	s.ts.Start()
+	s.Listener = s.ts.Listener
 	s.URL = s.ts.URL
 }
 

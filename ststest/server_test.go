@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -941,4 +942,29 @@ func TestCloseUnstarted(t *testing.T) {
 	t.Parallel()
 	s := NewUnstartedServer()
 	assert.NotPanics(t, s.Close)
+}
+
+// TestListener checks that a server started on a listener of the caller's
+// serves there: its URL, and so its issuer, is that listener's address.
+func TestListener(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := NewUnstartedServer()
+	s.Listener = ln
+	s.Start()
+	t.Cleanup(s.Close)
+	assert.Equal(t, "http://"+ln.Addr().String(), s.URL)
+	assert.Equal(t, s.URL, s.Issuer())
+	assert.Same(t, ln, s.Listener)
+	out, err := s.Client().GetWebIdentityToken(t.Context(), &sts.GetWebIdentityTokenInput{
+		Audience: []string{"https://api.example.com"}, SigningAlgorithm: aws.String("RS256"),
+	})
+	require.NoError(t, err)
+	assert.NotEmpty(t, aws.ToString(out.WebIdentityToken))
+	assert.Equal(t, 1, s.Calls())
+
+	d := NewServer()
+	t.Cleanup(d.Close)
+	assert.Equal(t, "http://"+d.Listener.Addr().String(), d.URL, "Start sets Listener")
 }
