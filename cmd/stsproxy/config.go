@@ -127,21 +127,31 @@ var proxyFlagSpecs = []flagSpec{
 	{name: "version", kind: kindBool, def: "false", usage: "print the version and exit", noEnv: true},
 }
 
-// command is stsproxy or one of its subcommands that takes flags: its usage
-// line and the flags it reads. A subcommand lists only the flags it uses, so
-// its --help shows those alone and a flag or environment variable it ignores
-// is neither accepted nor validated there.
+// command is stsproxy or one of its subcommands: what its help says and the
+// flags it reads. A subcommand lists only the flags it uses, so its --help
+// shows those alone and a flag or environment variable it ignores is neither
+// accepted nor validated there. [writeCommandUsage] prints any command's
+// help from these fields alone, and [command.message] gives its errors
+// their one shape.
 type command struct {
-	name     string            // "stsproxy" or "stsproxy token", as in messages
+	name     string            // "stsproxy" or "stsproxy token", as typed
 	synopsis string            // the usage line
-	flags    []string          // names of the flags it takes; nil takes every flag
+	summary  string            // what it does, in one line, for the list of commands
+	about    string            // what it does, for its help: paragraphs, wrapped when printed
+	flags    []string          // names of the proxy's flags it takes; nil takes every one
+	own      []flagSpec        // flags of its own, not the proxy's, listed after those in its help
 	defaults map[string]string // defaults of its own, by flag name, replacing the flags'
+	usage    map[string]string // usage texts of its own, by flag name, replacing the flags'
+	args     int               // how many arguments it takes after the flags
 }
 
-// spec returns s with cmd's own default, if it has one.
+// spec returns s with cmd's own default and usage text, if it has them.
 func (c *command) spec(s flagSpec) flagSpec {
 	if d, ok := c.defaults[s.name]; ok {
 		s.def = d
+	}
+	if u, ok := c.usage[s.name]; ok {
+		s.usage = u
 	}
 	return s
 }
@@ -157,6 +167,29 @@ func (c *command) takes(name string) bool {
 	return slices.Contains(c.flags, name)
 }
 
+// specs returns the flags c takes, as its help lists them: in the order of
+// c.flags (the proxy's usage order when it takes every proxy flag), then its
+// own.
+func (c *command) specs() []flagSpec {
+	var out []flagSpec
+	if c.flags == nil {
+		for _, s := range flagSpecs {
+			if c.takes(s.name) {
+				out = append(out, c.spec(s))
+			}
+		}
+	}
+	for _, name := range c.flags {
+		if i := slices.IndexFunc(flagSpecs, func(s flagSpec) bool { return s.name == name }); i >= 0 {
+			out = append(out, c.spec(flagSpecs[i]))
+		}
+	}
+	for _, s := range c.own {
+		out = append(out, c.spec(s))
+	}
+	return out
+}
+
 // Values of --output-format.
 const (
 	outputJWT  = "jwt"
@@ -164,7 +197,14 @@ const (
 )
 
 // proxyCommand is stsproxy itself: the proxy, with every flag.
-var proxyCommand = &command{name: "stsproxy", synopsis: "stsproxy [flags]"}
+var proxyCommand = &command{
+	name:     "stsproxy",
+	synopsis: "stsproxy [flags]",
+	about: "stsproxy is a reverse proxy that puts an AWS STS web identity token " +
+		"(Authorization: Bearer <jwt>) on every request it forwards, for clients you cannot change. " +
+		"It forwards to the pinned --upstream-host, or to the host a request names in --host-header. " +
+		"The token's audience is --token-audience; unset, it is derived per request: <scheme>://<host> of the upstream.",
+}
 
 // tokenCommand is "stsproxy token", which prints one token, or keeps a file
 // holding a valid one. Its admin listener is off unless
@@ -172,13 +212,22 @@ var proxyCommand = &command{name: "stsproxy", synopsis: "stsproxy [flags]"}
 var tokenCommand = &command{
 	name:     "stsproxy token",
 	synopsis: "stsproxy token --token-audience AUD [--token-audience AUD...] [--output-file PATH [--refresh]] [flags]",
+	summary:  "print one token for --token-audience, or keep a file holding a valid one",
+	about: "Mints one token for the --token-audience set with the AWS credentials of the environment " +
+		"(or, with --local-sts, from an emulator started for this command) and prints it on stdout, and nothing else, " +
+		"or writes it to --output-file; with --refresh it keeps that file holding a valid token until stopped, " +
+		"serving /healthz, /readyz and metrics on --metrics-listen-addr if given. " +
+		"Its environment variables are the proxy's; those of flags it does not take are ignored.",
 	flags: []string{"token-audience", "token-signing-algorithm", "token-duration", "token-tag", "token-fetch-timeout",
 		"output-file", "output-format", "refresh", "metrics-listen-addr", "local-sts", "log-level", "log-format"},
 	defaults: map[string]string{"metrics-listen-addr": ""},
+	usage: map[string]string{
+		"token-audience":      "audience of the token, required: 1 to 10 values of at most 1000 characters (repeatable; env is a comma list)",
+		"token-fetch-timeout": "the longest to wait for the token from STS, retries included, more than 0",
+		"metrics-listen-addr": "with --refresh: admin listener for /healthz, /readyz (ready while the file holds a token) and metrics, host:port; none if empty",
+		"local-sts":           "mint the token with an STS emulator started for this command (its keys go with it: the token cannot be verified afterwards)",
+	},
 }
-
-// subcommands lists, for the proxy's usage, the subcommands that take flags.
-var subcommands = []*command{tokenCommand, policyCommand, healthcheckCommand, doctorCommand, demoCommand, demoRequestCommand, inboundCommand}
 
 // config is the validated configuration of one run.
 type config struct {
@@ -228,11 +277,29 @@ type config struct {
 	outputFormat string // outputJWT or outputJSON
 	refresh      bool   // keep outputFile fresh until stopped
 
+	args []string             // the arguments after the flags, for a command that takes them
+	raw  map[string]*rawValue // every flag's value as given, by name, for flags validate does not convert
+
 	// Set by "stsproxy demo", never by flags: the STS client to use instead
 	// of one built from the configuration, and a func serve calls once the
 	// proxy listens and holds its first token.
 	sts     stsauth.GetWebIdentityTokenAPIClient
 	onReady func(addr, metricsAddr string)
+}
+
+// flagString returns the value of the flag name that the command takes:
+// the last given by flag or environment variable, else its default.
+func (c *config) flagString(name string) string { return c.raw[name].last() }
+
+// flagList returns the values of the repeatable flag name that the command
+// takes.
+func (c *config) flagList(name string) []string { return c.raw[name].vals }
+
+// flagBool returns the value of the boolean flag name that the command
+// takes, checked when the flags were parsed.
+func (c *config) flagBool(name string) bool {
+	b, _ := strconv.ParseBool(c.raw[name].last())
+	return b
 }
 
 // routeByRequestHost reports whether the upstream comes from the request's
@@ -265,8 +332,13 @@ func (e *usageError) Error() string { return e.msg }
 
 // invalid returns the usageError for a bad value, naming the flag and its env
 // var and the valid range: invalid --token-duration/TOKEN_DURATION "2h": want 60s to 1h.
+// A flag without an env var is named alone: invalid --issuer "x": ...
 func invalid(s flagSpec, value, want string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf("invalid --%s/%s %q: %s", s.name, s.env(), value, fmt.Sprintf(want, args...))}
+	name := "--" + s.name
+	if !s.noEnv {
+		name += "/" + s.env()
+	}
+	return &usageError{msg: fmt.Sprintf("invalid %s %q: %s", name, value, fmt.Sprintf(want, args...))}
 }
 
 // rawValue collects a flag's values as strings, so every conversion and its
@@ -337,7 +409,7 @@ func parseCommandConfig(cmd *command, args []string, getenv func(string) string)
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	raw := make(map[string]*rawValue, len(flagSpecs))
+	raw := make(map[string]*rawValue, len(flagSpecs)+len(cmd.own))
 	for _, s := range flagSpecs {
 		v := &rawValue{spec: cmd.spec(s)}
 		raw[s.name] = v
@@ -345,23 +417,30 @@ func parseCommandConfig(cmd *command, args []string, getenv func(string) string)
 			fs.Var(v, s.name, s.usage)
 		}
 	}
+	own := make(map[string]*rawValue, len(cmd.own))
+	for _, s := range cmd.own {
+		v := &rawValue{spec: cmd.spec(s)}
+		raw[s.name], own[s.name] = v, v
+		fs.Var(v, s.name, s.usage)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}
-		return nil, &usageError{msg: err.Error()}
+		return nil, &usageError{msg: flagMessage(err, cmd, fs)}
 	}
-	if fs.NArg() > 0 {
-		return nil, &usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	if fs.NArg() > cmd.args {
+		return nil, &usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(cmd.args))}
 	}
 	visited := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { visited[f.Name] = true })
-	for _, s := range flagSpecs {
-		if visited[s.name] || s.noEnv || !cmd.takes(s.name) {
+	for _, v := range raw {
+		s := v.spec
+		if visited[s.name] || s.noEnv || (own[s.name] == nil && !cmd.takes(s.name)) {
 			continue
 		}
 		if e := getenv(s.env()); e != "" {
-			raw[s.name].setEnv(e)
+			v.setEnv(e)
 		}
 	}
 	// A list flag's default is applied as a value, since validation reads
@@ -371,12 +450,23 @@ func parseCommandConfig(cmd *command, args []string, getenv func(string) string)
 			rv.setEnv(d)
 		}
 	}
+	for _, s := range cmd.specs() {
+		if v := raw[s.name]; s.kind == kindBool {
+			if _, err := strconv.ParseBool(v.last()); err != nil {
+				return nil, invalid(v.spec, v.last(), "want true or false")
+			}
+		}
+	}
 	c, err := validate(raw)
 	if err == nil && cmd == inboundCommand {
 		c.inbound, err = validateInbound(raw, c)
 	}
-	if err != nil || c.version || cmd != proxyCommand {
-		return c, err
+	if err != nil {
+		return nil, err
+	}
+	c.args, c.raw = fs.Args(), raw
+	if c.version || cmd != proxyCommand {
+		return c, nil
 	}
 	if rv := raw["token-audience"]; c.upstreamHost == "" && rv.set() && !raw["allowed-hosts"].set() {
 		// One static token, a credential for the real API, would go to
@@ -728,41 +818,4 @@ func validHeaderName(v string) bool {
 		}
 	}
 	return true
-}
-
-// writeCommandUsage prints cmd's usage: the flags it takes, each with its
-// env var and default.
-func writeCommandUsage(w io.Writer, cmd *command) {
-	fmt.Fprintf(w, "Usage: %s\n", cmd.synopsis)
-	if cmd == proxyCommand {
-		fmt.Fprintf(w, "       stsproxy version\n")
-		for _, sub := range subcommands {
-			fmt.Fprintf(w, "       %s\n", sub.synopsis)
-		}
-		fmt.Fprintf(w, "       %s\n", verifySynopsis)
-	}
-	fmt.Fprintf(w, "\nEvery flag can also be set by its environment variable; a flag beats its variable.\n\nFlags:\n")
-	specs := flagSpecs
-	if cmd == inboundCommand {
-		specs = slices.Concat(inboundFlagSpecs, proxyFlagSpecs) // its own flags first
-	}
-	for _, s := range specs {
-		if !cmd.takes(s.name) {
-			continue
-		}
-		s = cmd.spec(s)
-		arg := " value"
-		if s.kind == kindBool {
-			arg = ""
-		}
-		env := " (env " + s.env() + ")"
-		if s.noEnv {
-			env = ""
-		}
-		fmt.Fprintf(w, "  --%s%s%s\n    \t%s", s.name, arg, env, s.usage)
-		if s.def != "" {
-			fmt.Fprintf(w, " (default %s)", s.def)
-		}
-		fmt.Fprintln(w)
-	}
 }

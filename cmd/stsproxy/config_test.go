@@ -192,7 +192,7 @@ func TestParseConfigInvalid(t *testing.T) {
 		env  map[string]string
 		want string // substring of the error
 	}{
-		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined: -nope"},
+		{"unknown flag", []string{"--nope"}, nil, "unknown flag --nope"},
 		{"positional", []string{"serve"}, nil, `unexpected argument "serve"`},
 		{"listen addr", []string{"--listen-addr", "8080"}, nil, `invalid --listen-addr/LISTEN_ADDR "8080": want host:port`},
 		{"listen port", []string{"--listen-addr", ":99999"}, nil, `invalid --listen-addr/LISTEN_ADDR ":99999": want host:port`},
@@ -291,19 +291,19 @@ func TestRunExitCodes(t *testing.T) {
 		{"bad env", nil, map[string]string{"UPSTREAM_SCHEME": "gopher"}, 2, "",
 			[]string{`stsproxy: invalid --upstream-scheme/UPSTREAM_SCHEME "gopher": want http or https` + "\nRun 'stsproxy --help' for usage.\n"}},
 		{"unknown flag", []string{"--bogus"}, nil, 2, "",
-			[]string{"stsproxy: flag provided but not defined: -bogus\nRun 'stsproxy --help' for usage.\n"}},
+			[]string{"stsproxy: unknown flag --bogus\nRun 'stsproxy --help' for usage.\n"}},
 		{"help", []string{"--help"}, nil, 0, "Usage: stsproxy", nil},
 		{"version", []string{"--version"}, nil, 0, "stsproxy ", nil},
 		{"version subcommand", []string{"version"}, map[string]string{"UPSTREAM_SCHEME": "gopher"}, 0, "stsproxy ", nil},
 		{"version help", []string{"version", "--help"}, nil, 0, "Usage: stsproxy version", nil},
 		{"version subcommand argument", []string{"version", "--short"}, nil, 2, "",
-			[]string{"stsproxy: version: unexpected argument \"--short\"\nRun 'stsproxy --help' for usage.\n"}},
+			[]string{"stsproxy: version: unknown flag --short\nRun 'stsproxy version --help' for usage.\n"}},
 		{"token without audience", []string{"token"}, nil, 2, "",
 			[]string{"stsproxy: token: missing --token-audience/TOKEN_AUDIENCE: want 1 to 10 audience values\nRun 'stsproxy token --help' for usage.\n"}},
 		{"token bad flag", []string{"token", "--token-duration", "1s"}, nil, 2, "",
-			[]string{`stsproxy: invalid --token-duration/TOKEN_DURATION "1s": want 60s to 1h` + "\nRun 'stsproxy token --help' for usage.\n"}},
+			[]string{`stsproxy: token: invalid --token-duration/TOKEN_DURATION "1s": want 60s to 1h` + "\nRun 'stsproxy token --help' for usage.\n"}},
 		{"token rejects a proxy flag", []string{"token", "--listen-addr", ":1", "--token-audience", "a"}, nil, 2, "",
-			[]string{"stsproxy: flag provided but not defined: -listen-addr\nRun 'stsproxy token --help' for usage.\n"}},
+			[]string{"stsproxy: token: unknown flag --listen-addr: stsproxy token does not take it\nRun 'stsproxy token --help' for usage.\n"}},
 		{"token help", []string{"token", "--help"}, nil, 0, "Usage: stsproxy token --token-audience AUD", nil},
 	}
 	for _, tc := range tests {
@@ -363,9 +363,9 @@ func TestLogTokenSettings(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{nil, []string{"duration=1h0m0s refresh_skew=5m0s signing_algorithm=RS256\n"}},
+		{nil, []string{"duration=1h0m0s refresh_skew=5m0s signing_algorithm=RS256 audience=\"<scheme>://<host> of each request's upstream (no --token-audience/TOKEN_AUDIENCE: derived per request)\"\n"}},
 		{[]string{"--token-duration", "2m"}, []string{"duration=2m0s refresh_skew=1m0s", `refresh_skew_rule="default 5m does not fit --token-duration: half the duration"`}},
-		{[]string{"--token-duration", "2m", "--token-refresh-skew", "30s"}, []string{"duration=2m0s refresh_skew=30s signing_algorithm=RS256\n"}},
+		{[]string{"--token-duration", "2m", "--token-refresh-skew", "30s"}, []string{"duration=2m0s refresh_skew=30s signing_algorithm=RS256 audience="}},
 	} {
 		c, err := parseConfig(tc.args, envOf(nil))
 		require.NoError(t, err)

@@ -11,6 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/stsauth/stsauth"
 	"github.com/stsauth/stsauth/ststest"
 )
 
@@ -19,6 +23,7 @@ const (
 	defaultDemoAddr        = "127.0.0.1:8080"
 	defaultDemoMetricsAddr = "127.0.0.1:9090"
 	defaultDemoAudience    = "https://api.example.com"
+	defaultDemoSTSAddr     = "127.0.0.1:8090"
 
 	// demoPath is the path "stsproxy demo request" asks for.
 	demoPath = "/hello"
@@ -32,28 +37,72 @@ const (
 	demoVerifiedHeader = "X-Demo-Token-Verified"
 )
 
-// demoCommand is "stsproxy demo": the STS emulator, an upstream that
-// verifies tokens and the proxy between them, in one foreground process.
+// demoSTSFlag is the address of the demo's STS emulator, which "stsproxy
+// demo token" and "stsproxy verify --issuer" reach.
+var demoSTSFlag = flagSpec{name: "sts-listen-addr", def: defaultDemoSTSAddr,
+	usage: "address of the demo's STS emulator, a loopback host:port; its issuer is http://ADDR"}
+
+// demoAudienceUsage is the usage of --token-audience in the demo's commands.
+const demoAudienceUsage = "audience of the tokens, which the demo's stsproxy inbound requires (repeatable; env is a comma list)"
+
+// demoCommand is "stsproxy demo": the STS emulator, stsproxy, stsproxy
+// inbound and an app behind it, in one foreground process.
 var demoCommand = &command{
 	name:     "stsproxy demo",
 	synopsis: "stsproxy demo [flags]",
+	summary:  "run an STS emulator, stsproxy, stsproxy inbound and an app, no AWS account needed",
+	about: "Runs, in this one foreground process, an STS emulator and client -> stsproxy -> stsproxy inbound -> app: " +
+		"stsproxy puts a token on each request, stsproxy inbound verifies it as a receiving API would and passes the " +
+		"verified identity to the app as headers. It prints where each listens once stsproxy holds its first token. " +
+		"Then, in another terminal: 'stsproxy demo request' sends a request through it, " +
+		"'stsproxy demo token' prints a token from the emulator. " +
+		"Ctrl-C or SIGTERM stops everything, as does the end of the parent process (a killed 'go run').",
 	flags: []string{"listen-addr", "metrics-listen-addr", "token-audience", "token-signing-algorithm",
 		"token-duration", "token-tag", "log-level", "log-format"},
+	own: []flagSpec{demoSTSFlag},
 	defaults: map[string]string{
 		"listen-addr":         defaultDemoAddr,
 		"metrics-listen-addr": defaultDemoMetricsAddr,
 		"token-audience":      defaultDemoAudience,
 		"log-format":          "text",
 	},
+	usage: map[string]string{
+		"listen-addr":    "address the demo's stsproxy listens on, host:port",
+		"token-audience": demoAudienceUsage,
+	},
 }
 
 // demoRequestCommand is "stsproxy demo request": one request through a
-// running demo, and what the upstream made of its token.
+// running demo, and what the app received.
 var demoRequestCommand = &command{
 	name:     "stsproxy demo request",
 	synopsis: "stsproxy demo request [--listen-addr ADDR]",
+	summary:  "send a request through a running demo and show the identity the app received",
+	about: "Sends GET " + demoPath + " through the stsproxy of a running 'stsproxy demo' (waiting up to a minute for one " +
+		"that is starting) and prints what the app behind stsproxy inbound received: the verified identity headers. " +
+		"Exit status 0 only if a verified identity reached the app.",
 	flags:    []string{"listen-addr"},
 	defaults: map[string]string{"listen-addr": defaultDemoAddr},
+	usage:    map[string]string{"listen-addr": "address the demo's stsproxy listens on, host:port"},
+}
+
+// demoTokenCommand is "stsproxy demo token": a token from the running demo's
+// emulator, which "stsproxy verify" can check while the demo runs.
+var demoTokenCommand = &command{
+	name:     "stsproxy demo token",
+	synopsis: "stsproxy demo token [--token-audience AUD...] [flags]",
+	summary:  "print a token from a running demo's STS emulator",
+	about: "Mints a token with the STS emulator of a running 'stsproxy demo' (waiting up to a minute for one that is starting) " +
+		"and prints it on stdout, and nothing else. Unlike 'stsproxy token --local-sts', whose emulator and keys " +
+		"stop with the command, the token can be verified while the demo runs:\n\n" +
+		"  stsproxy demo token | stsproxy verify --allow-insecure-issuer --issuer http://" + defaultDemoSTSAddr + " -",
+	flags: []string{"token-audience", "token-signing-algorithm", "token-duration", "token-tag", "log-level", "log-format"},
+	own:   []flagSpec{demoSTSFlag},
+	defaults: map[string]string{
+		"token-audience": defaultDemoAudience,
+		"log-format":     "text",
+	},
+	usage: map[string]string{"token-audience": demoAudienceUsage},
 }
 
 // runDemo implements "stsproxy demo" and dispatches "stsproxy demo request".
@@ -61,12 +110,22 @@ var demoRequestCommand = &command{
 // goes away, as when "go run" is killed: it then stops everything, so no
 // process and no port outlives it.
 func runDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "request" {
-		return runDemoRequest(ctx, args[1:], getenv, stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "request":
+			return runDemoRequest(ctx, args[1:], getenv, stdout, stderr)
+		case "token":
+			return runDemoToken(ctx, args[1:], getenv, stdout, stderr)
+		}
 	}
-	cfg, code := loadConfig(demoCommand, args, getenv, stdout, stderr)
+	cmd := demoCommand
+	cfg, code := loadConfig(cmd, args, getenv, stdout, stderr)
 	if cfg == nil {
 		return code
+	}
+	stsAddr, err := demoSTSAddr(cfg)
+	if err != nil {
+		return configError(stderr, cmd, err.Error())
 	}
 	log := newLogger(cfg, stderr)
 
@@ -81,16 +140,22 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		<-watched
 	}()
 
-	emu := ststest.NewServer()
+	var lc net.ListenConfig
+	stsLn, err := lc.Listen(ctx, "tcp", stsAddr)
+	if err != nil {
+		return cmd.fail(stderr, 1, "listen on --sts-listen-addr: %v", err)
+	}
+	emu := ststest.NewUnstartedServer()
+	emu.Listener = stsLn
+	emu.Start()
 	defer emu.Close()
 	account := emu.AccountID
 	if account == "" {
 		account = ststest.DefaultAccountID
 	}
-	appLn, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	appLn, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: demo: listen for the app: %v\n", err)
-		return 1
+		return cmd.fail(stderr, 1, "listen for the app: %v", err)
 	}
 	app := &http.Server{Handler: demoApp(emu.Issuer()), ReadHeaderTimeout: readHeaderTimeout}
 	appDone := make(chan struct{})
@@ -112,8 +177,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	icfg, err := parseCommandConfig(inboundCommand, inboundArgs, func(string) string { return "" })
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: demo: %v\n", err)
-		return 1
+		return cmd.fail(stderr, 1, "%v", err)
 	}
 	inboundReady := make(chan string, 1)
 	icfg.onReady = func(addr, _ string) { inboundReady <- addr }
@@ -129,8 +193,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	case inboundAddr = <-inboundReady:
 	case err := <-inboundDone:
 		inboundDone <- err // for the deferred wait
-		fmt.Fprintf(stderr, "stsproxy: demo: stsproxy inbound: %v\n", err)
-		return 1
+		return cmd.fail(stderr, 1, "stsproxy inbound: %v", err)
 	case <-ctx.Done():
 		fmt.Fprintln(stdout, "stsproxy demo: stopped")
 		return 0
@@ -144,8 +207,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 			emu.Issuer(), cfg.audience.Values(), runningUnderGoRun()))
 	}
 	if err := serve(ctx, cfg, log); err != nil {
-		log.Error("stsproxy demo failed", "error", err.Error())
-		return 1
+		return cmd.fail(stderr, 1, "%v", err)
 	}
 	fmt.Fprintln(stdout, "stsproxy demo: stopped")
 	return 0
@@ -204,9 +266,24 @@ func demoBanner(a demoAddrs, issuer string, audience []string, goRun bool) strin
 	fmt.Fprintf(&b, "  STS       %s (emulator: issuer, /.well-known/openid-configuration, /.well-known/jwks.json)\n", issuer)
 	fmt.Fprintf(&b, "  metrics   http://%s/metrics\n\n", a.metrics)
 	fmt.Fprintf(&b, "Next, in another terminal:\n  %s\nor\n  %s\n", next, demoCurl(a.proxy))
-	fmt.Fprintf(&b, "and without stsproxy, so without a token (401):\n  curl -sS -i http://%s%s\n\n", a.inbound, demoPath)
+	fmt.Fprintf(&b, "and without stsproxy, so without a token (401):\n  curl -sS -i http://%s%s\n", a.inbound, demoPath)
+	fmt.Fprintf(&b, "and a token to verify yourself, as an API receiving it would:\n  %s\n\n", demoVerifyLine(issuer, goRun))
 	fmt.Fprintf(&b, "Stop with Ctrl-C (or one SIGTERM): it stops everything.\n")
 	return b.String()
+}
+
+// demoVerifyLine is the command line that prints a token from the demo's
+// emulator and verifies it against the emulator's issuer.
+func demoVerifyLine(issuer string, goRun bool) string {
+	self := "stsproxy"
+	if goRun {
+		self = "go run ./cmd/stsproxy"
+	}
+	tok := self + " demo token"
+	if issuer != "http://"+defaultDemoSTSAddr {
+		tok += " --sts-listen-addr " + strings.TrimPrefix(issuer, "http://")
+	}
+	return tok + " | " + self + " verify --allow-insecure-issuer --issuer " + issuer + " -"
 }
 
 // demoCurl is the curl command that shows the demo's result. It waits while
@@ -221,42 +298,87 @@ func demoCurl(addr string) string {
 // the upstream's account of it: the token it received, whether the token
 // verified, and its claims. It exits 0 only if the token verified.
 func runDemoRequest(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, code := loadConfig(demoRequestCommand, args, getenv, stdout, stderr)
+	cmd := demoRequestCommand
+	cfg, code := loadConfig(cmd, args, getenv, stdout, stderr)
 	if cfg == nil {
 		return code
 	}
 	ctx, cancel := context.WithTimeout(ctx, demoWait)
 	defer cancel()
-	if err := waitListening(ctx, cfg.listenAddr, func() {
-		fmt.Fprintf(stderr, "stsproxy: demo request: waiting up to %v for the demo on %s (start it with: stsproxy demo)\n", demoWait, cfg.listenAddr)
-	}); err != nil {
-		fmt.Fprintf(stderr, "stsproxy: demo request: no demo listening on %s: start one with: stsproxy demo\n", cfg.listenAddr)
+	if err := waitForDemo(ctx, cmd, cfg.listenAddr, stderr); err != nil {
 		return 1
 	}
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cfg.listenAddr+demoPath, nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: demo request: %v\n", err)
-		return 1
+		return cmd.fail(stderr, 1, "%v", err)
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: demo request: %v\n", err)
-		return 1
+		return cmd.fail(stderr, 1, "%v", err)
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: demo request: read the answer: %v\n", err)
-		return 1
+		return cmd.fail(stderr, 1, "read the answer: %v", err)
 	}
 	fmt.Fprintf(stdout, "GET http://%s%s: %s\n\n%s", cfg.listenAddr, demoPath, res.Status, body)
 	if res.StatusCode != http.StatusOK || res.Header.Get(demoVerifiedHeader) != "true" {
-		fmt.Fprintf(stderr, "stsproxy: demo request: no verified identity reached the app (%s)\n", res.Status)
-		return 1
+		return cmd.fail(stderr, 1, "no verified identity reached the app (%s)", res.Status)
 	}
 	return 0
+}
+
+// runDemoToken implements "stsproxy demo token": it waits for the demo's
+// emulator to listen (up to demoWait), mints one token with it, as
+// "stsproxy token" does with its own, and prints it.
+func runDemoToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cmd := demoTokenCommand
+	cfg, code := loadConfig(cmd, args, getenv, stdout, stderr)
+	if cfg == nil {
+		return code
+	}
+	addr, err := demoSTSAddr(cfg)
+	if err != nil {
+		return configError(stderr, cmd, err.Error())
+	}
+	wctx, cancel := context.WithTimeout(ctx, demoWait)
+	defer cancel()
+	if err := waitForDemo(wctx, cmd, addr, stderr); err != nil {
+		return 1
+	}
+	cfg.sts = sts.New(sts.Options{
+		Region:       ststest.DefaultRegion,
+		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSTSPROXYDEMO", "demo", ""), // the emulator checks none
+		BaseEndpoint: aws.String("http://" + addr),
+	})
+	return printToken(ctx, cmd, cfg, stdout, stderr)
+}
+
+// demoSTSAddr returns the demo's --sts-listen-addr: a host:port on a
+// loopback host, so the emulator never listens beyond the machine.
+func demoSTSAddr(cfg *config) (string, error) {
+	s, v := demoSTSFlag, cfg.flagString(demoSTSFlag.name)
+	if err := checkListenAddr(v); err != nil {
+		return "", invalid(s, v, "want a loopback host:port (%v)", err)
+	}
+	if host, _, _ := net.SplitHostPort(v); !stsauth.IsLoopbackHost(host) {
+		return "", invalid(s, v, "want a loopback host:port, such as %s: the emulator mints tokens for anyone who asks", defaultDemoSTSAddr)
+	}
+	return v, nil
+}
+
+// waitForDemo waits until the demo listens on addr or ctx is done, saying
+// so after a second; if none comes, it prints how to start one.
+func waitForDemo(ctx context.Context, cmd *command, addr string, stderr io.Writer) error {
+	err := waitListening(ctx, addr, func() {
+		fmt.Fprintln(stderr, cmd.message(fmt.Sprintf("waiting up to %v for the demo on %s (start it with: stsproxy demo)", demoWait, addr)))
+	})
+	if err != nil {
+		cmd.fail(stderr, 1, "no demo listening on %s: start one with: stsproxy demo", addr)
+	}
+	return err
 }
 
 // waitListening waits until a TCP connection to addr succeeds or ctx is

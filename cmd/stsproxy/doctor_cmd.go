@@ -38,7 +38,16 @@ const (
 
 // doctorCommand is "stsproxy doctor". It takes every flag of the proxy, so
 // it runs with the proxy's own arguments and environment, plus --json.
-var doctorCommand = &command{name: "stsproxy doctor", synopsis: "stsproxy doctor [--json] [proxy flags]"}
+var doctorCommand = &command{
+	name:     "stsproxy doctor",
+	synopsis: "stsproxy doctor [--json] [proxy flags]",
+	summary:  "check the setup a token needs, and print the fix for each failure",
+	about: "Checks, with the proxy's own flags and environment, the region, the credentials, the caller's identity, " +
+		"a token for each configured audience set, its claims, the issuer's discovery document and keys, and the token's " +
+		"signature, and prints each check as PASS, FAIL with the fix, or SKIP. It never prints a token. " +
+		"With --local-sts every check runs against an emulator. Exit status 0 only if every check passed.",
+	own: []flagSpec{{name: "json", kind: kindBool, def: "false", noEnv: true, usage: "print the report as JSON"}},
+}
 
 // Check results.
 const (
@@ -117,26 +126,11 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 
 // runDoctorWith is runDoctor with its dependencies passed in.
 func runDoctorWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, deps doctorDeps) int {
-	args, asJSON, err := cutJSONFlag(args)
-	if err != nil {
-		return configError(stderr, doctorCommand, err.Error())
-	}
-	if slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "--help" || a == "-help" }) {
-		writeCommandUsage(stdout, doctorCommand)
-		fmt.Fprint(stdout, `  --json
-    	print the report as JSON
-
-stsproxy doctor checks the region, the credentials, the caller's identity, a
-token for each configured audience set, its claims, the issuer's discovery
-document and keys, and the token's signature, and prints the fix for each
-failure. It never prints a token. Exit status 0 only if every check passed.
-`)
-		return 0
-	}
 	cfg, code := loadConfig(doctorCommand, args, getenv, stdout, stderr)
 	if cfg == nil {
 		return code
 	}
+	asJSON := cfg.flagBool("json")
 	if cfg.version {
 		fmt.Fprintln(stdout, "stsproxy", versionString())
 		return 0
@@ -147,8 +141,7 @@ failure. It never prints a token. Exit status 0 only if every check passed.
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
-			fmt.Fprintf(stderr, "stsproxy: doctor: %v\n", err)
-			return 1
+			return doctorCommand.fail(stderr, 1, "%v", err)
 		}
 	} else {
 		writeReport(stdout, rep)
@@ -157,33 +150,6 @@ failure. It never prints a token. Exit status 0 only if every check passed.
 		return 1
 	}
 	return 0
-}
-
-// cutJSONFlag removes --json (or --json=true/false) from args, before the
-// proxy's flags are parsed, and reports whether it was set.
-func cutJSONFlag(args []string) ([]string, bool, error) {
-	var out []string
-	asJSON := false
-	for i, a := range args {
-		if a == "--" {
-			out = append(out, args[i:]...)
-			break
-		}
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || name != "json" {
-			out = append(out, a)
-			continue
-		}
-		switch {
-		case !hasVal || val == "true":
-			asJSON = true
-		case val == "false":
-			asJSON = false
-		default:
-			return nil, false, fmt.Errorf("invalid --json %q: want true or false", val)
-		}
-	}
-	return out, asJSON, nil
 }
 
 // writeReport prints the report for people: one line a check, the fix

@@ -296,21 +296,3 @@ func TestDoctorFlags(t *testing.T) {
 		})
 	}
 }
-
-func TestCutJSONFlag(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		args, want []string
-		json       bool
-	}{
-		{[]string{"--json", "--local-sts"}, []string{"--local-sts"}, true},
-		{[]string{"-json=true"}, nil, true},
-		{[]string{"--json", "--json=false"}, nil, false},
-		{[]string{"--token-audience", "x", "--", "--json"}, []string{"--token-audience", "x", "--", "--json"}, false},
-	} {
-		got, asJSON, err := cutJSONFlag(tc.args)
-		require.NoError(t, err)
-		assert.Equal(t, tc.want, got, "cutJSONFlag(%q)", tc.args)
-		assert.Equal(t, tc.json, asJSON, "cutJSONFlag(%q)", tc.args)
-	}
-}

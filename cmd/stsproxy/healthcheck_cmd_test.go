@@ -51,7 +51,7 @@ func TestHealthcheckCommand(t *testing.T) {
 		{"port 0", []string{"--metrics-listen-addr", "127.0.0.1:0"}, nil, 1, "has port 0"},
 		{"metrics disabled", nil, map[string]string{"METRICS_ENABLED": "false"}, 1, "serves no /healthz"},
 		{"bad address", []string{"--metrics-listen-addr", "nope"}, nil, 2, "invalid --metrics-listen-addr"},
-		{"flag it does not take", []string{"--upstream-host", "a.example"}, nil, 2, "flag provided but not defined"},
+		{"flag it does not take", []string{"--upstream-host", "a.example"}, nil, 2, "stsproxy: healthcheck: unknown flag --upstream-host: stsproxy healthcheck does not take it"},
 		// The proxy's other env vars are ignored, not validated.
 		{"other env ignored", nil, map[string]string{"METRICS_LISTEN_ADDR": ":" + healthy, "TOKEN_DURATION": "2h"}, 0, ""},
 	}

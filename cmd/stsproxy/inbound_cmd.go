@@ -52,6 +52,11 @@ var inboundFlagSpecs = []flagSpec{
 var inboundCommand = &command{
 	name:     "stsproxy inbound",
 	synopsis: "stsproxy inbound --upstream URL --issuer URL [--issuer URL...] --audience AUD [--audience AUD...] [flags]",
+	summary:  "the receiving side: verify each request's token and forward it with the identity as headers",
+	about: "A reverse proxy in front of a service that receives these tokens: it verifies each request's bearer token " +
+		"with package verify (signature against the --issuer's published keys, issuer, audience, times, and the --account, " +
+		"--allow-* and --require-tag policy), answers 401 or 403 when it fails, and otherwise forwards the request to " +
+		"--upstream with the verified identity as --claim-header-prefix headers and, unless --forward-token, without the token.",
 	flags: []string{"upstream", "issuer", "audience", "allow-insecure-issuer", "account", "allow-org", "allow-ou-prefix",
 		"allow-principal", "require-tag", "replay-cache-size", "claim-header-prefix", "forward-token",
 		"listen-addr", "upstream-timeout", "tls-cert", "tls-key", "metrics-enabled", "metrics-listen-addr", "metrics-path",

@@ -562,7 +562,7 @@ func TestInboundConfig(t *testing.T) {
 		{"prefix no dash", append(base, "--claim-header-prefix", "X-Aws"), "ending in -"},
 		{"prefix catches a standard header", append(base, "--claim-header-prefix", "X-Forwarded-"), "it would remove X-Forwarded-For"},
 		{"prefix catches Content-Type", append(base, "--claim-header-prefix", "Content-"), "it would remove Content-Length"},
-		{"proxy flag", append(base, "--token-audience", "a"), "flag provided but not defined: -token-audience"},
+		{"proxy flag", append(base, "--token-audience", "a"), "unknown flag --token-audience: stsproxy inbound does not take it"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,16 +4,14 @@
 // environment variables and metric names, plus an upstream allowlist, session
 // tags and graceful shutdown.
 //
-// Run "stsproxy --help" for the flags. "stsproxy token --token-audience A"
-// prints one token and exits; "stsproxy policy" prints the least-privilege
-// IAM policy for the same flags; "stsproxy healthcheck" asks a running
-// proxy's admin listener for /healthz, for container health checks;
-// "stsproxy verify --issuer URL [TOKEN|-]" verifies a token and prints its
-// claims; "stsproxy doctor" checks the setup (region, credentials, IAM,
-// federation, issuer keys) and prints the fix for each failure; "stsproxy
-// demo" runs an STS emulator, a verifying upstream and the proxy in one
-// process, and "stsproxy demo request" sends one request through it;
-// "stsproxy version" prints the version.
+// "stsproxy help" lists the subcommands and the proxy's flags, "stsproxy help
+// COMMAND" a subcommand's: "token" prints one token; "demo" runs an STS
+// emulator, a verifying upstream and the proxy in one process, "demo request"
+// sends a request through it and "demo token" prints a token from its
+// emulator; "verify" verifies a token and prints its claims; "policy" prints
+// the least-privilege IAM policy for the proxy's flags; "doctor" checks the
+// setup and prints the fix for each failure; "healthcheck" asks a running
+// proxy for /healthz; "version" prints the version.
 package main
 
 import (

@@ -12,7 +12,16 @@ import (
 
 // policyCommand is "stsproxy policy". It takes every flag of the proxy, so it
 // runs with the proxy's own arguments and environment.
-var policyCommand = &command{name: "stsproxy policy", synopsis: "stsproxy policy [proxy flags]"}
+var policyCommand = &command{
+	name:     "stsproxy policy",
+	synopsis: "stsproxy policy [proxy flags]",
+	summary:  "print the least-privilege IAM policy for the proxy's flags",
+	about: "Prints on stdout the least-privilege IAM policy for the role the proxy runs as, for the same flags and " +
+		"environment as the proxy: sts:GetWebIdentityToken with the configured signing algorithm, at most the configured " +
+		"duration, and the audiences the proxy can ask for (--token-audience, the pinned upstream's origin, or the origins " +
+		"of --allowed-hosts). Stdout is only the JSON, for 'aws iam put-role-policy --policy-document file://...'; " +
+		"notes on what the policy cannot restrict go to stderr.",
+}
 
 // runPolicy implements "stsproxy policy": it prints, on stdout, the
 // least-privilege IAM policy for the role the proxy runs as, derived from the
@@ -31,22 +40,18 @@ func runPolicy(args []string, getenv func(string) string, stdout, stderr io.Writ
 	}
 	p, notes, err := policyParams(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: policy: %v\n", err)
-		return 1
+		return policyCommand.fail(stderr, 1, "%v", err)
 	}
 	doc, err := stsauth.LeastPrivilegePolicy(p)
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: %v\n", err)
-		return 1
+		return policyCommand.fail(stderr, 1, "%v", err)
 	}
 	out, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: policy: %v\n", err)
-		return 1
+		return policyCommand.fail(stderr, 1, "%v", err)
 	}
 	if _, err := fmt.Fprintf(stdout, "%s\n", out); err != nil {
-		fmt.Fprintf(stderr, "stsproxy: policy: %v\n", err)
-		return 1
+		return policyCommand.fail(stderr, 1, "%v", err)
 	}
 	for _, n := range notes {
 		fmt.Fprintf(stderr, "note: %s\n", n)

@@ -143,6 +143,7 @@ func TestRunInProcess(t *testing.T) {
 			time.Sleep(10 * time.Millisecond) // poll interval, bounded by the deadline
 		}
 		assert.Contains(t, logs.String(), `"msg":"token ready"`)
+		assert.Contains(t, logs.String(), `"signing_algorithm":"RS256","audience":"https://pinned.example"}`, "the startup log names the audience")
 		status, body := do("http://"+addr+"/", "", map[string]string{"X-Upstream-Host": "ignored.example"})
 		assert.Equal(t, http.StatusOK, status)
 		assert.Equal(t, upHost+" Bearer", body)
@@ -161,6 +162,7 @@ func TestRunInProcess(t *testing.T) {
 		assert.Equal(t, http.StatusOK, status)
 		// The effective skew of a short duration is logged at startup.
 		assert.Contains(t, logs.String(), `"msg":"token settings","duration":"2m0s","refresh_skew":"1m0s"`)
+		assert.Contains(t, logs.String(), `"audience":"http://127.0.0.1 (no --token-audience/TOKEN_AUDIENCE: derived from --upstream-host)"`)
 		assert.Equal(t, 0, stop())
 	})
 	c.CloseIdleConnections()

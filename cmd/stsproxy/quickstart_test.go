@@ -54,21 +54,22 @@ func readmeBlocks(t *testing.T) (all []string, script string) {
 }
 
 // quickstartEnv returns an environment with the stsproxy binary on PATH as
-// "stsproxy" (what the README's install step does) and the demo on free
-// loopback ports, so concurrent test runs on one machine do not collide.
-func quickstartEnv(t *testing.T) (env []string, addr, metricsAddr string) {
+// "stsproxy" (what the README's install step does) and the demo (proxy,
+// admin listener and STS emulator) on free loopback ports, so concurrent test runs on one machine do not collide.
+func quickstartEnv(t *testing.T) (env []string, addr, metricsAddr, stsAddr string) {
 	t.Helper()
 	bin, err := buildBinary()
 	require.NoError(t, err)
 	dir := t.TempDir()
 	require.NoError(t, os.Symlink(bin, filepath.Join(dir, "stsproxy")))
-	addr, metricsAddr = freeAddr(t), freeAddr(t)
+	addr, metricsAddr, stsAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 	return []string{
 		"PATH=" + dir + string(os.PathListSeparator) + os.Getenv("PATH"),
 		"HOME=" + t.TempDir(),
 		"LISTEN_ADDR=" + addr,
 		"METRICS_LISTEN_ADDR=" + metricsAddr,
-	}, addr, metricsAddr
+		"STS_LISTEN_ADDR=" + stsAddr,
+	}, addr, metricsAddr, stsAddr
 }
 
 // freeAddr returns a loopback address with a port that was free just now.
@@ -112,20 +113,27 @@ func requireNothingLeft(t *testing.T, pgid int, addrs ...string) {
 }
 
 // TestQuickStartREADME runs the README's quick-start script block verbatim
-// with bash, as a script would, with stsproxy on PATH (the install step).
-// It checks what the commands print: the demo's banner, the request through
-// the proxy, the verified token and its claims, never a whole token; and
-// that no process or port is left behind.
+// with bash, as a script would, with stsproxy on PATH (the install step) and
+// the demo on free ports: LISTEN_ADDR and friends, and the emulator's
+// default address in the block replaced by its free one. It checks what the
+// commands print: the demo's banner, the request through the proxy, the
+// identity the app received, the claims "stsproxy verify" printed for the
+// token of "stsproxy demo token", never a whole token; and that no process
+// or port is left behind.
 func TestQuickStartREADME(t *testing.T) {
 	t.Parallel()
 	blocks, script := readmeBlocks(t)
-	// The interactive quick start uses the same two commands.
+	// The interactive quick start uses the same commands.
 	assert.Contains(t, blocks, "stsproxy demo\n")
 	assert.Contains(t, blocks, "stsproxy demo request\n")
+	verifyLine := demoVerifyLine("http://"+defaultDemoSTSAddr, false) + "\n"
+	require.Contains(t, script, strings.Replace(verifyLine, " -\n", " --audience "+defaultDemoAudience+" -\n", 1),
+		"the script verifies a token from the demo's emulator")
 
-	env, addr, metricsAddr := quickstartEnv(t)
+	env, addr, metricsAddr, stsAddr := quickstartEnv(t)
+	script = strings.ReplaceAll(script, defaultDemoSTSAddr, stsAddr)
 	var stdout, stderr syncBuffer
-	cmd := exec.Command("bash", "-c", script)
+	cmd := exec.Command("bash", "-c", "set -eo pipefail\n"+script)
 	cmd.Env, cmd.Dir = env, t.TempDir()
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	startGroup(t, cmd)
@@ -137,13 +145,15 @@ func TestQuickStartREADME(t *testing.T) {
 	case <-time.After(2 * waitTimeout):
 		t.Fatalf("the quick start did not finish; stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	}
-	requireNothingLeft(t, cmd.Process.Pid, addr, metricsAddr)
+	requireNothingLeft(t, cmd.Process.Pid, addr, metricsAddr, stsAddr)
 
 	out := stdout.String()
 	for _, want := range []string{
 		"stsproxy demo is ready",
 		"  proxy     http://" + addr + " (pinned to stsproxy inbound; token audience https://api.example.com)",
+		"  STS       http://" + stsAddr + " (emulator",
 		"  metrics   http://" + metricsAddr + "/metrics",
+		"  stsproxy demo token --sts-listen-addr " + stsAddr + " | stsproxy verify --allow-insecure-issuer --issuer http://" + stsAddr + " -\n",
 		"GET http://" + addr + "/hello: 200 OK",
 		"The app received GET /hello through stsproxy (Via: 1.1 stsproxy-",
 		"stsproxy inbound verified it with package verify",
@@ -153,6 +163,10 @@ func TestQuickStartREADME(t *testing.T) {
 		"No Authorization header: the token stopped at stsproxy inbound",
 		"stsproxy demo: stopped",
 	} {
+		assert.Contains(t, out, want)
+	}
+	// stsproxy verify printed the token's claims, as indented JSON.
+	for _, want := range []string{`"iss": "http://` + stsAddr + `"`, `"aud": "https://api.example.com"`, `"https://sts.amazonaws.com/": {`} {
 		assert.Contains(t, out, want)
 	}
 	for _, s := range []string{out, stderr.String()} {
@@ -173,7 +187,7 @@ func TestQuickStartInteractive(t *testing.T) {
 	readme := strings.Join(blocks, "")
 	assert.Contains(t, readme, demoCurl(defaultDemoAddr)+"\n", "the README's curl is not the one the demo prints")
 
-	env, addr, metricsAddr := quickstartEnv(t)
+	env, addr, metricsAddr, _ := quickstartEnv(t)
 	bin, err := buildBinary()
 	require.NoError(t, err)
 	var stdout, stderr syncBuffer
@@ -208,7 +222,7 @@ func TestQuickStartInteractive(t *testing.T) {
 // the demo notices and stops, leaving nothing behind.
 func TestQuickStartParentKilled(t *testing.T) {
 	t.Parallel()
-	env, addr, metricsAddr := quickstartEnv(t)
+	env, addr, metricsAddr, _ := quickstartEnv(t)
 	var stdout syncBuffer
 	cmd := exec.Command("bash", "-c", "stsproxy demo & wait")
 	cmd.Env, cmd.Stdout = env, &stdout
@@ -344,7 +358,7 @@ func TestDemoPortInUse(t *testing.T) {
 	require.NoError(t, err)
 	defer busy.Close()
 	var stdout, stderr syncBuffer
-	env := envOf(map[string]string{"LISTEN_ADDR": busy.Addr().String(), "METRICS_LISTEN_ADDR": "127.0.0.1:0"})
+	env := envOf(map[string]string{"LISTEN_ADDR": busy.Addr().String(), "METRICS_LISTEN_ADDR": "127.0.0.1:0", "STS_LISTEN_ADDR": "127.0.0.1:0"})
 	code := run(context.Background(), []string{"demo"}, env, &stdout, &stderr)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr.String(), "listen on --listen-addr")

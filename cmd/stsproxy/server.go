@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,9 +72,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case "healthcheck":
 			return runHealthcheck(ctx, args[1:], getenv, stdout, stderr)
 		case "verify":
-			return runVerify(ctx, args[1:], os.Stdin, stdout, stderr)
+			return runVerify(ctx, args[1:], getenv, os.Stdin, stdout, stderr)
 		case "doctor":
 			return runDoctor(ctx, args[1:], getenv, stdout, stderr)
+		case "help":
+			return runHelp(args[1:], stdout, stderr)
+		}
+		if !strings.HasPrefix(args[0], "-") {
+			return configError(stderr, proxyCommand, fmt.Sprintf("unknown command %q: want one of %s, or flags", args[0], commandNames()))
 		}
 	}
 	cfg, code := loadConfig(proxyCommand, args, getenv, stdout, stderr)
@@ -94,18 +100,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // runVersion implements "stsproxy version", the same as --version.
 func runVersion(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-		fmt.Fprintln(stdout, "Usage: stsproxy version\n\nPrints the version of stsproxy, as --version does.")
-		return 0
-	}
-	if len(args) > 0 {
-		return configError(stderr, proxyCommand, fmt.Sprintf("version: unexpected argument %q", args[0]))
+	if cfg, code := loadConfig(versionCommand, args, noEnv, stdout, stderr); cfg == nil {
+		return code
 	}
 	fmt.Fprintln(stdout, "stsproxy", versionString())
 	return 0
 }
 
-// loadConfig parses cmd's configuration: usage on stdout for --help, the
+// noEnv is the environment of the commands that read none.
+func noEnv(string) string { return "" }
+
+// loadConfig parses cmd's configuration: its help on stdout for --help, the
 // one-line error and a pointer to --help on failure. A nil config comes with
 // the exit code to return.
 func loadConfig(cmd *command, args []string, getenv func(string) string, stdout, stderr io.Writer) (*config, int) {
@@ -120,11 +125,11 @@ func loadConfig(cmd *command, args []string, getenv func(string) string, stdout,
 	return cfg, 0
 }
 
-// configError prints a configuration error as one line, then where to find
-// the usage, and returns exit code 2. The whole usage would bury the one line
-// that matters.
+// configError prints a configuration error as one line in the command's
+// shape ([command.message]), then where to find its help, and returns exit
+// code 2. The whole usage would bury the one line that matters.
 func configError(stderr io.Writer, cmd *command, msg string) int {
-	fmt.Fprintf(stderr, "stsproxy: %s\nRun '%s --help' for usage.\n", msg, cmd.name)
+	fmt.Fprintf(stderr, "%s\nRun '%s --help' for usage.\n", cmd.message(msg), cmd.name)
 	return 2
 }
 
@@ -414,12 +419,13 @@ func closeWhileDraining(next http.Handler, draining *atomic.Bool) http.Handler {
 	})
 }
 
-// logTokenSettings logs the effective token settings, the refresh skew in
-// particular: when the default skew does not fit --token-duration it is
-// halved, which the user should not have to guess.
+// logTokenSettings logs the effective token settings: the audiences in use
+// (an empty TOKEN_AUDIENCE= means "derived per request", which the log
+// shows) and the refresh skew (when the default skew does not fit
+// --token-duration it is halved), which the user should not have to guess.
 func logTokenSettings(log *slog.Logger, cfg *config) {
 	attrs := []any{"duration", cfg.duration.String(), "refresh_skew", cfg.refreshSkew.String(),
-		"signing_algorithm", cfg.signingAlg}
+		"signing_algorithm", cfg.signingAlg, "audience", audienceInUse(cfg)}
 	if cfg.tokenHeader != stsauth.DefaultHeader || cfg.tokenFormat != stsauth.DefaultFormat {
 		attrs = append(attrs, "token_header", cfg.tokenHeader, "token_format", cfg.tokenFormat)
 	}
@@ -427,6 +433,21 @@ func logTokenSettings(log *slog.Logger, cfg *config) {
 		attrs = append(attrs, "refresh_skew_rule", "default 5m does not fit --token-duration: half the duration")
 	}
 	log.Info("token settings", attrs...)
+}
+
+// audienceInUse describes, for the startup log, the audiences of the
+// proxy's tokens: the static --token-audience set, or how each request's is
+// derived.
+func audienceInUse(cfg *config) string {
+	switch {
+	case !cfg.audience.IsZero():
+		return strings.Join(cfg.audience.Values(), ",")
+	case cfg.upstreamHost != "":
+		if aud, err := stsauth.OriginAudience(cfg.upstreamScheme, cfg.upstreamHost); err == nil {
+			return aud.Values()[0] + " (no --token-audience/TOKEN_AUDIENCE: derived from --upstream-host)"
+		}
+	}
+	return "<scheme>://<host> of each request's upstream (no --token-audience/TOKEN_AUDIENCE: derived per request)"
 }
 
 // logStartupWarnings logs, once at startup, the ways this configuration lets

@@ -23,46 +23,51 @@ var tokenFileFlagSpecs = []flagSpec{
 // runToken implements "stsproxy token": it mints one token for the
 // --token-audience set, honouring the token flags and --local-sts, and prints
 // it to stdout, or writes it to --output-file. With --refresh it keeps that
-// file holding a valid token until ctx is done (see tokenFile). This is the
-// only place a token is ever printed or written. It returns the exit code,
-// like run.
+// file holding a valid token until ctx is done (see tokenFile). It returns
+// the exit code, like run.
 func runToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cfg, code := loadConfig(tokenCommand, args, getenv, stdout, stderr)
 	if cfg == nil {
 		return code
 	}
 	if cfg.audience.IsZero() {
-		return configError(stderr, tokenCommand, "token: missing --token-audience/TOKEN_AUDIENCE: want 1 to 10 audience values")
+		return configError(stderr, tokenCommand, "missing --token-audience/TOKEN_AUDIENCE: want 1 to 10 audience values")
 	}
-	log := newLogger(cfg, stderr)
 	if cfg.refresh {
+		log := newLogger(cfg, stderr)
 		if err := keepTokenFile(ctx, cfg, log); err != nil {
-			log.Error("token file failed", "error", err.Error())
-			return 1
+			return tokenCommand.fail(stderr, 1, "%v", err)
 		}
 		return 0
 	}
+	return printToken(ctx, tokenCommand, cfg, stdout, stderr)
+}
+
+// printToken mints one token for cfg's audience set with the STS client cfg
+// names (see newSTSClient) and prints it on stdout, or writes it to
+// --output-file, for "stsproxy token" and "stsproxy demo token". This and
+// the token file are the only places a token is ever printed or written. A
+// failure is one line on stderr in cmd's shape; the token source logs its
+// own warnings with cfg's logger. It returns the exit code.
+func printToken(ctx context.Context, cmd *command, cfg *config, stdout, stderr io.Writer) int {
+	log := newLogger(cfg, stderr)
 	client, cleanup, err := newSTSClient(ctx, cfg, log)
 	if err != nil {
-		log.Error("token failed", "error", err.Error())
-		return 1
+		return cmd.fail(stderr, 1, "%v", err)
 	}
 	defer cleanup()
 	ts, err := newTokenSource(cfg, client, noop.NewMeterProvider(), log)
 	if err != nil {
-		log.Error("token failed", "error", err.Error())
-		return 1
+		return cmd.fail(stderr, 1, "%v", err)
 	}
 	defer ts.Close()
 	tok, err := ts.Token(ctx, cfg.audience)
 	if err != nil {
-		log.Error("token failed", "error", err.Error())
-		return 1
+		return cmd.fail(stderr, 1, "%v", err)
 	}
 	if cfg.outputFile != "" {
 		if err := newTokenFile(cfg.outputFile, cfg.outputFormat, log).write(tok); err != nil {
-			log.Error("token failed", "error", err.Error())
-			return 1
+			return cmd.fail(stderr, 1, "%v", err)
 		}
 		return 0
 	}
@@ -72,8 +77,7 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		out = string(b)
 	}
 	if _, err := io.WriteString(stdout, out); err != nil {
-		log.Error("write token", "error", err.Error())
-		return 1
+		return cmd.fail(stderr, 1, "write the token: %v", err)
 	}
 	return 0
 }

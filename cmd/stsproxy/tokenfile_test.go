@@ -406,7 +406,7 @@ func TestTokenCommandFileFlagErrors(t *testing.T) {
 	var stdout, stderr syncBuffer
 	code := run(context.Background(), []string{"--output-file", filepath.Join(dir, "t")}, envOf(nil), &stdout, &stderr)
 	assert.Equal(t, 2, code)
-	assert.Contains(t, stderr.String(), "flag provided but not defined: -output-file")
+	assert.Contains(t, stderr.String(), "stsproxy: unknown flag --output-file: stsproxy does not take it")
 }
 
 // TestTokenCommandRefreshBinary runs "stsproxy token --refresh" as a

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,8 +11,25 @@ import (
 	"github.com/stsauth/stsauth/verify"
 )
 
-// verifySynopsis is the usage line of "stsproxy verify".
-const verifySynopsis = "stsproxy verify --issuer URL [--audience AUD...] [--allow-insecure-issuer] [TOKEN|-]"
+// verifyCommand is "stsproxy verify". Its flags are those of "stsproxy
+// inbound" that name whom to trust, with the same environment variables.
+var verifyCommand = &command{
+	name:     "stsproxy verify",
+	synopsis: "stsproxy verify --issuer URL [--audience AUD...] [--allow-insecure-issuer] [TOKEN|-]",
+	summary:  "verify a token as a receiving API would, and print its claims",
+	about: "Verifies a token as an API receiving it would, with package verify: its signature against the keys " +
+		"the issuer publishes (found through <issuer>/.well-known/openid-configuration), its issuer, its times and " +
+		"its audience; then prints its claims as JSON on stdout, never the token. " +
+		"The token is TOKEN, or stdin when TOKEN is - or absent (which keeps it out of shell history); " +
+		"a leading \"Bearer \" is dropped. Exit status 0 if it verifies, 1 if not, 2 for bad usage.",
+	flags: []string{"issuer", "audience", "allow-insecure-issuer"}, // those of stsproxy inbound, the other verifying side
+	usage: map[string]string{
+		"issuer":                "trusted issuer URL, exactly as the token's iss claim, such as https://<id>.tokens.sts.global.api.aws (required; repeatable; env is a comma list)",
+		"audience":              "accepted audience (repeatable; env is a comma list); if absent, any audience passes",
+		"allow-insecure-issuer": "trust an http issuer on a loopback host, such as the emulator of 'stsproxy demo' or 'stsproxy --local-sts'",
+	},
+	args: 1,
+}
 
 // runVerify implements "stsproxy verify": it verifies one token with
 // package verify, against the issuer's published keys, and prints its
@@ -23,40 +38,20 @@ const verifySynopsis = "stsproxy verify --issuer URL [--audience AUD...] [--allo
 // out of shell history and the process list); a leading "Bearer " is
 // dropped. Without --audience any audience passes. It returns 0 when the
 // token verifies, 1 when it does not, 2 on bad usage.
-func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("stsproxy verify", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var issuers, audiences stringsFlag
-	fs.Var(&issuers, "issuer", "trusted issuer URL, exactly as the token's iss claim; repeat for several")
-	fs.Var(&audiences, "audience", "accepted audience; repeat for several; if absent, any audience passes")
-	insecure := fs.Bool("allow-insecure-issuer", false, "trust an http issuer on a loopback host, such as the emulator of a running 'stsproxy --local-sts'")
-	usage := func(w io.Writer) {
-		fmt.Fprintf(w, "Usage: %s\n\nVerifies a token's signature, issuer, times and audience, and prints its claims as JSON.\nThe token is read from stdin when TOKEN is - or absent. Exit 0 if it verifies, 1 if not.\n\nFlags:\n", verifySynopsis)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+func runVerify(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cmd := verifyCommand
+	c, code := loadConfig(cmd, args, getenv, stdout, stderr)
+	if c == nil {
+		return code
 	}
-	bad := func(msg string) int {
-		fmt.Fprintf(stderr, "stsproxy: verify: %s\nRun 'stsproxy verify --help' for usage.\n", msg)
-		return 2
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return 0
-		}
-		return bad(err.Error())
-	}
+	issuers, audiences := c.flagList("issuer"), c.flagList("audience")
 	if len(issuers) == 0 {
-		return bad("missing --issuer: name the issuer whose keys verify the token")
-	}
-	if fs.NArg() > 1 {
-		return bad(fmt.Sprintf("want at most one TOKEN argument, got %d", fs.NArg()))
+		return configError(stderr, cmd, "missing --issuer: name the issuer whose keys verify the token")
 	}
 	cfg := verify.Config{
 		Audiences:                    audiences,
 		SkipAudienceCheck:            len(audiences) == 0,
-		AllowInsecureLoopbackIssuers: *insecure,
+		AllowInsecureLoopbackIssuers: c.flagBool("allow-insecure-issuer"),
 		Logger:                       slog.New(slog.NewTextHandler(io.Discard, nil)), // the error is printed below
 	}
 	for _, iss := range issuers {
@@ -64,19 +59,21 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	v, err := verify.New(cfg)
 	if err != nil {
-		msg := strings.TrimPrefix(err.Error(), "verify: ")
+		msg := err.Error()
 		if strings.Contains(msg, "AllowInsecureLoopbackIssuers") {
 			msg = fmt.Sprintf("--issuer %q is http: add --allow-insecure-issuer to trust a loopback test issuer", issuersOf(cfg))
 		}
-		return bad(msg)
+		return configError(stderr, cmd, msg)
 	}
 
-	raw := fs.Arg(0)
+	var raw string
+	if len(c.args) > 0 {
+		raw = c.args[0]
+	}
 	if raw == "" || raw == "-" {
 		b, err := io.ReadAll(io.LimitReader(stdin, verify.MaxTokenSize+1))
 		if err != nil {
-			fmt.Fprintf(stderr, "stsproxy: verify: read token from stdin: %v\n", err)
-			return 1
+			return cmd.fail(stderr, 1, "read token from stdin: %v", err)
 		}
 		raw = string(b)
 	}
@@ -87,17 +84,14 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 
 	claims, err := v.Verify(ctx, raw)
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: verify: %v\n", err)
-		return 1
+		return cmd.fail(stderr, 1, "%v", err)
 	}
 	out, err := json.MarshalIndent(json.RawMessage(claims.Raw), "", "  ")
 	if err != nil {
-		fmt.Fprintf(stderr, "stsproxy: verify: format claims: %v\n", err)
-		return 1
+		return cmd.fail(stderr, 1, "format claims: %v", err)
 	}
 	if _, err := fmt.Fprintf(stdout, "%s\n", out); err != nil {
-		fmt.Fprintf(stderr, "stsproxy: verify: write claims: %v\n", err)
-		return 1
+		return cmd.fail(stderr, 1, "write claims: %v", err)
 	}
 	return 0
 }
@@ -109,16 +103,4 @@ func issuersOf(cfg verify.Config) string {
 		urls[i] = is.URL
 	}
 	return strings.Join(urls, ",")
-}
-
-// stringsFlag is a repeatable string flag.
-type stringsFlag []string
-
-// String returns the values joined by commas.
-func (s *stringsFlag) String() string { return strings.Join(*s, ",") }
-
-// Set appends a value.
-func (s *stringsFlag) Set(v string) error {
-	*s = append(*s, v)
-	return nil
 }
