@@ -8,8 +8,9 @@ import (
 )
 
 // BenchmarkVerify verifies one token over and over with warm keys and an
-// OTel SDK meter provider, with the token cache (every call after the
-// first is a hit) and without it (every call a full check).
+// OTel SDK meter provider: with the token cache (every call after the first
+// is a hit), with the cache but its entry dropped after each call (every
+// call a first check that fills the cache), and without the cache.
 //
 //	go test -run '^$' -bench BenchmarkVerify -benchmem ./verify
 func BenchmarkVerify(b *testing.B) {
@@ -22,17 +23,21 @@ func BenchmarkVerify(b *testing.B) {
 		for _, cache := range []struct {
 			name string
 			size int
-		}{{"hit", 0}, {"off", -1}} {
+		}{{"hit", 0}, {"miss", 0}, {"off", -1}} {
 			b.Run("alg="+alg+"/cache="+cache.name, func(b *testing.B) {
 				v := newTestVerifier(b, clock, Config{Issuers: []Issuer{{URL: s.URL}}, Audiences: []string{aud}, TokenCacheSize: cache.size, MeterProvider: mp})
 				ctx := context.Background()
 				if _, err := v.Verify(ctx, tok); err != nil {
 					b.Fatal(err)
 				}
+				h := hashToken(tok)
 				b.ReportAllocs()
 				for b.Loop() {
 					if _, err := v.Verify(ctx, tok); err != nil {
 						b.Fatal(err)
+					}
+					if cache.name == "miss" {
+						v.cache.remove(&h, v.cache.get(&h))
 					}
 				}
 			})

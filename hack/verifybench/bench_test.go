@@ -31,13 +31,15 @@ type awsClaims struct {
 	} `json:"https://sts.amazonaws.com/"`
 }
 
-// fixture is an emulator, one token per algorithm, and both verifiers with
-// warm keys.
+// fixture is an emulator, one token per algorithm, and the verifiers with
+// warm keys: package verify with its token cache (the default) and without
+// it, and go-oidc.
 type fixture struct {
-	srv    *ststest.Server
-	tokens map[string]string
-	ours   *verify.Verifier
-	oidc   *oidc.IDTokenVerifier
+	srv     *ststest.Server
+	tokens  map[string]string
+	ours    *verify.Verifier // the default: a token sent again is a cache hit
+	noCache *verify.Verifier // TokenCacheSize -1: every call a first check
+	oidc    *oidc.IDTokenVerifier
 }
 
 func newFixture(tb testing.TB) *fixture {
@@ -57,19 +59,23 @@ func newFixture(tb testing.TB) *fixture {
 		}
 		f.tokens[alg] = aws.ToString(out.WebIdentityToken)
 	}
-	var err error
-	f.ours, err = verify.New(verify.Config{
-		Issuers:                      []verify.Issuer{{URL: srv.URL, Account: srv.AccountID}},
-		Audiences:                    []string{audience},
-		AllowInsecureLoopbackIssuers: true,
-		Logger:                       slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		tb.Fatal(err)
+	newVerifier := func(cacheSize int) *verify.Verifier {
+		v, err := verify.New(verify.Config{
+			Issuers:                      []verify.Issuer{{URL: srv.URL, Account: srv.AccountID}},
+			Audiences:                    []string{audience},
+			AllowInsecureLoopbackIssuers: true,
+			Logger:                       slog.New(slog.NewTextHandler(io.Discard, nil)),
+			TokenCacheSize:               cacheSize,
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := v.Prime(ctx); err != nil {
+			tb.Fatal(err)
+		}
+		return v
 	}
-	if err := f.ours.Prime(ctx); err != nil {
-		tb.Fatal(err)
-	}
+	f.ours, f.noCache = newVerifier(0), newVerifier(-1)
 	provider, err := oidc.NewProvider(ctx, srv.URL)
 	if err != nil {
 		tb.Fatal(err)
@@ -78,23 +84,37 @@ func newFixture(tb testing.TB) *fixture {
 		ClientID:             audience,
 		SupportedSigningAlgs: []string{oidc.RS256, oidc.ES384},
 	})
-	// Warm go-oidc's key cache (it fetches on first use).
+	// Warm go-oidc's key cache (it fetches on first use), and verify's
+	// token cache.
 	for _, tok := range f.tokens {
 		if _, err := f.oidc.Verify(ctx, tok); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := f.ours.Verify(ctx, tok); err != nil {
 			tb.Fatal(err)
 		}
 	}
 	return f
 }
 
-// TestSameVerdicts checks that both verifiers accept the benchmark's tokens
-// and read the same claims, so the benchmark compares like with like.
+// TestSameVerdicts checks that the verifiers accept the benchmark's tokens
+// and read the same claims, so the benchmark compares like with like; and
+// that verify reads the same claims from its cache.
 func TestSameVerdicts(t *testing.T) {
 	f := newFixture(t)
 	for alg, tok := range f.tokens {
 		c, err := f.ours.Verify(context.Background(), tok)
 		if err != nil {
 			t.Fatalf("%s: verify: %v", alg, err)
+		}
+		for _, v := range []*verify.Verifier{f.ours, f.noCache} { // a hit, and a first check
+			again, err := v.Verify(context.Background(), tok)
+			if err != nil {
+				t.Fatalf("%s: verify again: %v", alg, err)
+			}
+			if string(again.Raw) != string(c.Raw) || again.Subject != c.Subject || again.AWS.Account != c.AWS.Account {
+				t.Errorf("%s: verify read %+v, then %+v", alg, c, again)
+			}
 		}
 		idt, err := f.oidc.Verify(context.Background(), tok)
 		if err != nil {
@@ -113,9 +133,12 @@ func TestSameVerdicts(t *testing.T) {
 	}
 }
 
-// BenchmarkVerify verifies the same token with warm keys: package verify
-// (typed AWS claims included), go-oidc's Verify alone, and go-oidc's Verify
-// plus decoding the AWS claims, the same work verify does.
+// BenchmarkVerify verifies the same token over and over with warm keys, as
+// a receiver sees a token its sender reuses: package verify as configured by
+// default (typed AWS claims included; every call after the first is a hit
+// of its token cache), package verify without the cache (every call a first
+// check), go-oidc's Verify alone, and go-oidc's Verify plus decoding the AWS
+// claims, the same work verify does.
 func BenchmarkVerify(b *testing.B) {
 	f := newFixture(b)
 	ctx := context.Background()
@@ -125,6 +148,14 @@ func BenchmarkVerify(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := f.ours.Verify(ctx, tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("alg="+alg+"/impl=stsauth-verify-nocache", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := f.noCache.Verify(ctx, tok); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -154,7 +185,7 @@ func BenchmarkVerify(b *testing.B) {
 }
 
 // BenchmarkVerifyParallel is the ES384 case of BenchmarkVerify from every
-// core: it shows whether either verifier serializes on a lock.
+// core: it shows whether any verifier serializes on a lock.
 func BenchmarkVerifyParallel(b *testing.B) {
 	f := newFixture(b)
 	ctx := context.Background()
@@ -164,6 +195,17 @@ func BenchmarkVerifyParallel(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if _, err := f.ours.Verify(ctx, tok); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("alg=ES384/impl=stsauth-verify-nocache", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := f.noCache.Verify(ctx, tok); err != nil {
 					b.Error(err)
 					return
 				}
