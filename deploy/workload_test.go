@@ -514,6 +514,48 @@ func checkInboundSidecar(t *testing.T, d *appsv1.Deployment, c corev1.Container,
 	assert.True(t, opened, "a NetworkPolicy admits callers to the sidecar's port %d", listen)
 }
 
+// checkInbound checks stsproxy inbound as its own Deployment in front of a
+// service (the Helm chart's): what it verifies, that it drains like the
+// shared proxy, and that only the monitoring namespace reaches its admin
+// port.
+func checkInbound(t *testing.T, d *appsv1.Deployment, c corev1.Container, flags map[string]string, objs *objects) {
+	t.Helper()
+	for _, f := range []string{"upstream", "issuer", "audience"} {
+		assert.NotEmpty(t, flags[f], "--%s is required", f)
+	}
+	assert.NotEqual(t, "true", flags["allow-insecure-issuer"], "no http issuers in a cluster")
+	assert.GreaterOrEqual(t, minReplicas(t, d, objs), int32(2), "replicas")
+	assert.Positive(t, duration(t, flags["shutdown-delay"], 0), "--shutdown-delay keeps serving while the endpoints controller removes the pod")
+	listen := port(t, flags["listen-addr"], ":8443")
+	admin := port(t, flags["metrics-listen-addr"], ":9090")
+	podLabels := labels.Set(d.Spec.Template.Labels)
+	var svcs int
+	for _, svc := range objs.services {
+		if labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
+			svcs++
+			for _, sp := range svc.Spec.Ports {
+				assert.Equal(t, listen, containerPort(t, c, sp.TargetPort), "Service %s targets --listen-addr's port", svc.Name)
+			}
+		}
+	}
+	assert.Equal(t, 1, svcs, "one Service selects the verifier's pods")
+	pols := policiesFor(t, d, objs, networkingv1.PolicyTypeIngress)
+	require.NotEmpty(t, pols, "a NetworkPolicy isolates %s's ingress", d.Name)
+	for _, np := range pols {
+		for _, rule := range np.Spec.Ingress {
+			if !portsInclude(t, rule.Ports, c, admin, corev1.ProtocolTCP) {
+				continue
+			}
+			require.NotEmpty(t, rule.From, "NetworkPolicy %s opens the admin port to everyone", np.Name)
+			assert.False(t, portsInclude(t, rule.Ports, c, listen, corev1.ProtocolTCP), "NetworkPolicy %s: one rule for the verifier's port, another for the admin port", np.Name)
+			for _, p := range rule.From {
+				require.NotNil(t, p.NamespaceSelector, "NetworkPolicy %s: admin port peers name their namespace", np.Name)
+				assert.Len(t, namespaceNames(t, p.NamespaceSelector), 1, "NetworkPolicy %s: the admin port admits one monitoring namespace, by name", np.Name)
+			}
+		}
+	}
+}
+
 // minReplicas is the fewest replicas a Deployment runs: its replicas, or
 // the minimum of the HorizontalPodAutoscaler that scales it, which then
 // owns the field.
@@ -923,8 +965,11 @@ func checkDeployments(t *testing.T, bin string, flagsOf func(c corev1.Container)
 				// Pod Identity agent.
 				checkGoMemLimit(t, c)
 				checkEgress(t, d, c, objs, false)
-				require.True(t, sidecars[i], "stsproxy inbound runs as a native sidecar of the API")
-				checkInboundSidecar(t, d, c, flags, objs)
+				if sidecars[i] {
+					checkInboundSidecar(t, d, c, flags, objs)
+				} else {
+					checkInbound(t, d, c, flags, objs)
+				}
 				continue
 			}
 			checkAWSEnv(t, c)
