@@ -261,7 +261,9 @@ func TestDeadlineWhileSTSHangs(t *testing.T) {
 	// timeout; the bound is loose only for a loaded machine.
 	assert.Less(t, elapsed, deadline+20*time.Second)
 	assert.Equal(t, int32(0), a.calls.Load(), "a call without a token reached the server")
-	assert.Equal(t, 1, sts.Calls())
+	// One fetch, still in flight: it may not have reached the emulator yet
+	// on a loaded machine, but it is never repeated for the call.
+	assert.LessOrEqual(t, sts.Calls(), 1)
 
 	release()
 	ctx2, cancel2 := context.WithTimeout(context.Background(), waitTimeout)
