@@ -17,7 +17,8 @@
 //		Audience: stsauth.StaticAudience("https://api.example.com"),
 //	}}
 //
-// [NewClient] does the same in one call.
+// [NewClient] does the same in one call. [PerRPCCredentials] puts the same
+// tokens on gRPC calls, without this package importing grpc.
 //
 // # Caching and refresh
 //
@@ -57,8 +58,8 @@
 // Transport.Base is a guarded clone of [net/http.DefaultTransport]
 // ([NewGuardedTransport]).
 //
-// [TokenSource], [Transport] and [AllowedHosts] are safe for concurrent use by
-// multiple goroutines.
+// [TokenSource], [Transport], [PerRPCCredentials] and [AllowedHosts] are safe
+// for concurrent use by multiple goroutines.
 //
 // Package [github.com/stsauth/stsauth/ststest] is an in-process STS emulator
 // for tests and local development. Package
