@@ -36,7 +36,8 @@ func (c *cache) get(key string) *entry {
 }
 
 // add returns the entry for aud, making it with newEntry and evicting
-// another if the cache is full, unless a concurrent add got there first.
+// another if the cache is full, unless a concurrent add got there first. It
+// returns nil, changing nothing, if newEntry refuses (returns nil).
 func (c *cache) add(aud Audience, newEntry func(Audience) *entry) *entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -44,6 +45,9 @@ func (c *cache) add(aud Audience, newEntry func(Audience) *entry) *entry {
 		return e
 	}
 	e := newEntry(aud)
+	if e == nil {
+		return nil
+	}
 	if len(c.ring) < c.size {
 		c.ring = append(c.ring, e)
 		c.n.Add(1)

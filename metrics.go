@@ -104,7 +104,7 @@ func newMetrics(mp metric.MeterProvider, cachedAudiences func() int64) (*metrics
 		err = errors.Join(err, e)
 		return c
 	}
-	m.fetches = counter("token.fetch.count", "STS GetWebIdentityToken calls, by audience, result and error class.")
+	m.fetches = counter("token.fetch.count", "STS GetWebIdentityToken calls, by audience, result and error class; error class mint_rate_exceeded counts mints refused by the mint rate, which made no call.")
 	m.misses = counter("token.cache.miss.count", "Token requests that found no usable cached token.")
 	m.refreshFailures = counter("token.refresh.failure.count", "Background refreshes that failed while a valid token was still served.")
 	m.evictions = counter("token.cache.eviction.count", "Audience sets evicted from the cache to make room.")
@@ -182,6 +182,20 @@ func (m *metrics) recordFetch(ctx context.Context, a *audienceAttrs, d time.Dura
 	}
 	m.fetches.Add(ctx, 1, attrs)
 	m.fetchDuration.Record(ctx, d.Seconds(), attrs)
+}
+
+// errorClassMintRate is the error_class of a Token call refused by the mint
+// budget ([ErrMintRateExceeded]), which made no STS call.
+const errorClassMintRate = "mint_rate_exceeded"
+
+// recordMintRefused counts, in token.fetch.count, a mint refused by the mint
+// budget. It records no duration: no STS call was made.
+func (m *metrics) recordMintRefused(ctx context.Context, a *audienceAttrs) {
+	m.fetches.Add(ctx, 1, metric.WithAttributes(
+		attribute.String("audience", a.label),
+		attribute.String("result", "error"),
+		attribute.String("error_class", errorClassMintRate),
+	))
 }
 
 // errorClass names the kind of a fetch error with a bounded set of values,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -65,6 +66,9 @@ type config struct {
 	credentials   aws.CredentialsProvider
 	maxFetches    int
 	tokenHook     func(Token)
+	mintRate      float64
+	mintBurst     int
+	onChurn       func(evictions int, window time.Duration)
 }
 
 func defaultConfig() config {
@@ -75,6 +79,8 @@ func defaultConfig() config {
 		cacheSize:    DefaultCacheSize,
 		fetchTimeout: DefaultFetchTimeout,
 		maxFetches:   DefaultMaxConcurrentFetches,
+		mintRate:     DefaultMintRate,
+		mintBurst:    DefaultMintBurst,
 	}
 }
 
@@ -177,6 +183,33 @@ func WithTokenHook(f func(Token)) Option {
 	return func(c *config) { c.tokenHook = f }
 }
 
+// WithMintRate bounds how fast the source mints tokens for audience sets it
+// does not hold, with a token bucket of burst mints refilled at perSecond a
+// second. A Token call whose set has no cache entry (never asked for, or
+// evicted since) takes one mint; refreshes of cached sets, the replacement
+// of an invalidated token and the retries after a failed fetch take none.
+// With the bucket empty such a call fails at once with an error wrapping
+// [ErrMintRateExceeded], without an STS call and without taking a cache
+// slot, so the sets already cached keep being served; it is counted in
+// token.fetch.count with error_class "mint_rate_exceeded". perSecond 0 means
+// no limit; otherwise perSecond must be positive and burst at least 1. The
+// defaults are [DefaultMintRate] and [DefaultMintBurst].
+func WithMintRate(perSecond float64, burst int) Option {
+	return func(c *config) { c.mintRate, c.mintBurst = perSecond, burst }
+}
+
+// WithCacheChurnFunc sets the function told when the cache churns: when,
+// within a minute, more audience sets than a tenth of the cache size were
+// evicted to make room for others, each of which costs an STS call when it
+// comes back. It is called at most once a minute, with the evictions counted
+// so far in that minute and the length of the window, from the goroutine
+// whose Token call evicted, so it must not block; it must not call the
+// source. If nil, the default, the source logs a warning that names
+// [WithCacheSize], the cure.
+func WithCacheChurnFunc(f func(evictions int, window time.Duration)) Option {
+	return func(c *config) { c.onChurn = f }
+}
+
 // validate checks c against STS's ranges and fills dependent defaults.
 func (c *config) validate() error {
 	if c.algorithm != RS256 && c.algorithm != ES384 {
@@ -210,6 +243,12 @@ func (c *config) validate() error {
 	}
 	if c.maxFetches < 1 || c.maxFetches > MaxMaxConcurrentFetches {
 		return fmt.Errorf("stsauth: %w: max concurrent fetches %d, want 1 to %d", ErrInvalidOption, c.maxFetches, MaxMaxConcurrentFetches)
+	}
+	if math.IsNaN(c.mintRate) || math.IsInf(c.mintRate, 0) || c.mintRate < 0 {
+		return fmt.Errorf("stsauth: %w: mint rate %v a second, want 0 (no limit) or more", ErrInvalidOption, c.mintRate)
+	}
+	if c.mintRate > 0 && c.mintBurst < 1 {
+		return fmt.Errorf("stsauth: %w: mint burst %d, want at least 1", ErrInvalidOption, c.mintBurst)
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)

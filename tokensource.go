@@ -224,6 +224,8 @@ type TokenSource struct {
 
 	slots   chan struct{} // one value per STS call in flight
 	backoff sourceBackoff // after failures every audience set shares
+	mint    mintBudget    // for sets not cached
+	churn   churn         // guarded by cache.mu
 
 	closed  atomic.Bool
 	closeMu sync.Mutex // guards wg.Add against Close's wg.Wait
@@ -266,6 +268,7 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 		spread:    uniform,
 	}
 	ts.cache.size = cfg.cacheSize
+	ts.mint.rate, ts.mint.burst = cfg.mintRate, float64(cfg.mintBurst)
 	ts.stop, ts.cancel = context.WithCancel(context.Background())
 	m, err := newMetrics(cfg.meterProvider, ts.cache.len)
 	if err != nil {
@@ -278,8 +281,22 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 	ts.cache.onEvict = func(e *entry) {
 		ts.metrics.evictions.Add(context.Background(), 1, e.attrs.add...)
 		ts.cfg.logger.Debug("stsauth: evicted audience set from token cache", slog.String("audience", e.aud.String()))
+		if n, warn := ts.churn.evict(ts.now(), ts.cfg.cacheSize); warn {
+			ts.warnChurn(n)
+		}
 	}
 	return ts, nil
+}
+
+// warnChurn tells WithCacheChurnFunc's function, or the log, that n sets
+// were evicted within churnWindow.
+func (ts *TokenSource) warnChurn(n int) {
+	if ts.cfg.onChurn != nil {
+		ts.cfg.onChurn(n, churnWindow)
+		return
+	}
+	ts.cfg.logger.Warn("stsauth: token cache churning: audience sets are evicted to make room for others and cost an STS call each when they return; raise the cache size (WithCacheSize)",
+		slog.Int("evictions", n), slog.Duration("window", churnWindow), slog.Int("cache_size", ts.cfg.cacheSize))
 }
 
 // uniform returns a random duration in [0, max), or 0 if max <= 0.
@@ -369,14 +386,20 @@ func (ts *TokenSource) Token(ctx context.Context, aud Audience) (Token, error) {
 				return c.tok, nil
 			}
 		}
-	} else {
-		e = ts.cache.add(aud, ts.newEntry)
+	} else if e = ts.cache.add(aud, ts.newEntry); e == nil {
+		ts.metrics.recordMintRefused(ctx, ts.metrics.attrsFor(aud))
+		return Token{}, &TokenError{Audience: aud, Err: ErrMintRateExceeded}
 	}
 	ts.metrics.misses.Add(ctx, 1, e.attrs.add...)
 	return ts.fetchWait(ctx, e)
 }
 
+// newEntry makes the cache entry of a set the source does not hold, if the
+// mint budget has a mint for it; else it returns nil.
 func (ts *TokenSource) newEntry(aud Audience) *entry {
+	if !ts.mint.take(ts.now()) {
+		return nil
+	}
 	return &entry{aud: aud, attrs: ts.metrics.attrsFor(aud)}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
 	"slices"
 	"strings"
@@ -605,6 +606,12 @@ func TestNewTokenSourceValidatesOptions(t *testing.T) {
 		{"cache size zero", []Option{WithCacheSize(0)}, "cache size 0, want at least 1"},
 		{"fetch timeout zero", []Option{WithFetchTimeout(0)}, "fetch timeout 0s, want more than 0"},
 		{"nil option and nil logger", []Option{nil, WithLogger(nil), WithMeterProvider(nil)}, ""},
+		{"no mint limit", []Option{WithMintRate(0, 0)}, ""},
+		{"mint rate", []Option{WithMintRate(0.5, 1)}, ""},
+		{"negative mint rate", []Option{WithMintRate(-1, 10)}, "mint rate -1 a second, want 0 (no limit) or more"},
+		{"NaN mint rate", []Option{WithMintRate(math.NaN(), 10)}, "mint rate NaN"},
+		{"infinite mint rate", []Option{WithMintRate(math.Inf(1), 10)}, "mint rate +Inf"},
+		{"mint burst zero", []Option{WithMintRate(1, 0)}, "mint burst 0, want at least 1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
