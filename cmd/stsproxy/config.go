@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/textproto"
 	"os"
@@ -110,6 +112,8 @@ var proxyFlagSpecs = []flagSpec{
 	{name: "token-tag", kind: kindList, usage: "session tag key=value added to every token (repeatable; env TOKEN_TAGS is a comma list)"},
 	{name: "token-fetch-timeout", def: stsauth.DefaultFetchTimeout.String(), usage: "the longest a request waits for a token from STS, its wait for a fetch slot and retries included, more than 0"},
 	{name: "token-cache-size", def: strconv.Itoa(stsauth.DefaultCacheSize), usage: "how many audience sets to cache tokens for, at least 1"},
+	{name: "token-mint-rate", def: strconv.FormatFloat(stsauth.DefaultMintRate, 'g', -1, 64), usage: "tokens minted a second for upstreams whose token is not cached, beyond --token-mint-burst; past it such a request gets 503 at once, cached upstreams keep working; 0 means no limit"},
+	{name: "token-mint-burst", def: strconv.Itoa(stsauth.DefaultMintBurst), usage: "tokens that may be minted at once for upstreams whose token is not cached, at least 1"},
 	{name: "token-fetch-concurrency", def: strconv.Itoa(stsauth.DefaultMaxConcurrentFetches), usage: "most STS calls in flight at once, across audience sets, 1 to " + strconv.Itoa(stsauth.MaxMaxConcurrentFetches)},
 	{name: "log-level", def: "info", usage: "log level: debug, info, warn or error (any case)"},
 	{name: "log-format", def: "json", usage: "log format: json or text (any case)"},
@@ -254,7 +258,9 @@ type config struct {
 	tags         map[string]string
 	fetchTimeout time.Duration // bounds how long a request waits for a token
 	cacheSize    int
-	maxFetches   int // STS calls in flight at once
+	maxFetches   int     // STS calls in flight at once
+	mintRate     float64 // mints a second for sets not cached; 0: no limit
+	mintBurst    int
 
 	logLevel  slog.Level
 	logFormat string
@@ -285,6 +291,10 @@ type config struct {
 	// proxy listens and holds its first token.
 	sts     stsauth.GetWebIdentityTokenAPIClient
 	onReady func(addr, metricsAddr string)
+
+	// Set by tests, never by flags: dials upstream connections in place of
+	// the guarded dialer, so tests can name hosts that never resolve.
+	dialUpstream func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // flagString returns the value of the flag name that the command takes:
@@ -648,6 +658,16 @@ func validate(raw map[string]*rawValue) (*config, error) {
 
 	s, v = get("token-cache-size")
 	if c.cacheSize, err = strconv.Atoi(v); err != nil || c.cacheSize < 1 {
+		return nil, invalid(s, v, "want an integer of at least 1")
+	}
+
+	s, v = get("token-mint-rate")
+	if c.mintRate, err = strconv.ParseFloat(v, 64); err != nil || math.IsNaN(c.mintRate) || math.IsInf(c.mintRate, 0) || c.mintRate < 0 {
+		return nil, invalid(s, v, "want a number of tokens a second, 0 (no limit) or more")
+	}
+
+	s, v = get("token-mint-burst")
+	if c.mintBurst, err = strconv.Atoi(v); err != nil || c.mintBurst < 1 {
 		return nil, invalid(s, v, "want an integer of at least 1")
 	}
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/stsauth/stsauth"
 )
 
 // envOf returns a getenv over a fixed map.
@@ -167,6 +168,18 @@ func TestParseConfigValid(t *testing.T) {
 			func(t *testing.T, c *config) { assert.Zero(t, c.shutdownDelay) }},
 		{"fetch concurrency", nil, map[string]string{"TOKEN_FETCH_CONCURRENCY": "1024"},
 			func(t *testing.T, c *config) { assert.Equal(t, 1024, c.maxFetches) }},
+		{"mint rate defaults", nil, nil,
+			func(t *testing.T, c *config) {
+				assert.Equal(t, stsauth.DefaultMintRate, c.mintRate)
+				assert.Equal(t, stsauth.DefaultMintBurst, c.mintBurst)
+			}},
+		{"mint rate env", nil, map[string]string{"TOKEN_MINT_RATE": "0.5", "TOKEN_MINT_BURST": "20"},
+			func(t *testing.T, c *config) {
+				assert.Equal(t, 0.5, c.mintRate)
+				assert.Equal(t, 20, c.mintBurst)
+			}},
+		{"mint rate flag beats env, 0 is no limit", []string{"--token-mint-rate", "0"}, map[string]string{"TOKEN_MINT_RATE": "5"},
+			func(t *testing.T, c *config) { assert.Zero(t, c.mintRate) }},
 		{"ipv6 pinned host", []string{"--upstream-host", "[2001:db8::1]:443"}, nil,
 			func(t *testing.T, c *config) { assert.Equal(t, "[2001:db8::1]:443", c.upstreamHost) }},
 		{"VERSION env ignored", nil, map[string]string{"VERSION": "1.2.3"},
@@ -226,6 +239,10 @@ func TestParseConfigInvalid(t *testing.T) {
 		{"tag long value", []string{"--token-tag", "a=" + strings.Repeat("v", 257)}, nil, `want a value of at most 256 characters`},
 		{"cache size", []string{"--token-cache-size", "0"}, nil, `invalid --token-cache-size/TOKEN_CACHE_SIZE "0": want an integer of at least 1`},
 		{"cache size junk", nil, map[string]string{"TOKEN_CACHE_SIZE": "many"}, `invalid --token-cache-size/TOKEN_CACHE_SIZE "many": want an integer of at least 1`},
+		{"mint rate negative", []string{"--token-mint-rate", "-1"}, nil, `invalid --token-mint-rate/TOKEN_MINT_RATE "-1": want a number of tokens a second, 0 (no limit) or more`},
+		{"mint rate NaN", nil, map[string]string{"TOKEN_MINT_RATE": "NaN"}, `invalid --token-mint-rate/TOKEN_MINT_RATE "NaN": want a number of tokens a second, 0 (no limit) or more`},
+		{"mint rate not a number", []string{"--token-mint-rate", "10/s"}, nil, `invalid --token-mint-rate/TOKEN_MINT_RATE "10/s"`},
+		{"mint burst zero", []string{"--token-mint-burst", "0"}, nil, `invalid --token-mint-burst/TOKEN_MINT_BURST "0": want an integer of at least 1`},
 		{"fetch concurrency zero", []string{"--token-fetch-concurrency", "0"}, nil, `invalid --token-fetch-concurrency/TOKEN_FETCH_CONCURRENCY "0": want an integer from 1 to 1024`},
 		{"fetch concurrency too many", nil, map[string]string{"TOKEN_FETCH_CONCURRENCY": "1025"}, `invalid --token-fetch-concurrency/TOKEN_FETCH_CONCURRENCY "1025": want an integer from 1 to 1024`},
 		{"log level", []string{"--log-level", "trace"}, nil, `invalid --log-level/LOG_LEVEL "trace": want debug, info, warn or error`},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -33,6 +34,7 @@ const (
 // reaches the client.
 const (
 	bodyTokenUnavailable = "token unavailable"
+	bodyMintRateExceeded = "token mint rate exceeded"
 	bodyBadGateway       = "bad gateway"
 	bodyGatewayTimeout   = "gateway timeout"
 )
@@ -78,6 +80,10 @@ type forwarder struct {
 	metrics     *proxyMetrics
 	accessLog   bool         // one info record per request
 	tokenErrLog *logThrottle // "token unavailable" records, at most one a second
+	mintLog     *logThrottle // "token mint rate exceeded" records, at most one a second
+	// mintRetryAfter is the Retry-After, in whole seconds, of the 503 for
+	// a request refused by the mint rate; set by the outbound proxy.
+	mintRetryAfter string
 
 	// upgrades counts upgraded (e.g. WebSocket) connections in flight.
 	// http.Server.Shutdown does not wait for them, since they are hijacked;
@@ -89,7 +95,8 @@ type forwarder struct {
 // with rewrite and sends them through rt.
 func newForwarder(rewrite func(*httputil.ProxyRequest), rt http.RoundTripper, log *slog.Logger, m *proxyMetrics, accessLog bool) *forwarder {
 	f := &forwarder{log: log, metrics: m, accessLog: accessLog,
-		tokenErrLog: &logThrottle{interval: time.Second, now: time.Now}}
+		tokenErrLog: &logThrottle{interval: time.Second, now: time.Now},
+		mintLog:     &logThrottle{interval: time.Second, now: time.Now}}
 	f.rp = &httputil.ReverseProxy{
 		Rewrite:   rewrite,
 		Transport: rt,
@@ -140,7 +147,17 @@ func newProxy(cfg *config, rt http.RoundTripper, log *slog.Logger, m *proxyMetri
 	p := &proxy{cfg: cfg, viaName: newViaName()}
 	p.via = "1.1 " + p.viaName
 	p.forwarder = newForwarder(p.rewrite, rt, log, m, cfg.accessLog)
+	p.mintRetryAfter = mintRetryAfter(cfg.mintRate)
 	return p
+}
+
+// mintRetryAfter returns the Retry-After of a request refused by the mint
+// rate: the whole seconds until the budget has one more mint, at least 1.
+func mintRetryAfter(rate float64) string {
+	if rate <= 0 {
+		return "1"
+	}
+	return strconv.FormatFloat(max(1, math.Ceil(1/rate)), 'f', 0, 64)
 }
 
 // rewrite points the outbound request at the chosen upstream. ReverseProxy
@@ -188,8 +205,10 @@ func (f *forwarder) modifyResponse(res *http.Response) error {
 	return nil
 }
 
-// errorHandler maps a failed round trip to the proxy's own response: 502
-// "token unavailable" when no token could be had (the request was not sent),
+// errorHandler maps a failed round trip to the proxy's own response: 503
+// "token mint rate exceeded" with Retry-After when the mint budget refused a
+// token for a host not cached, 502 "token unavailable" when no token could
+// be had otherwise (the request was not sent in either case),
 // 403 when the library refused the host or to send the token in clear text,
 // 502 for an upstream status code below 100, 504 when the upstream sent no
 // headers in time, and 502 otherwise.
@@ -199,6 +218,13 @@ func (f *forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err err
 	var netErr net.Error
 	var badStatus *badStatusError
 	switch {
+	case errors.Is(err, stsauth.ErrMintRateExceeded):
+		if ok, suppressed := f.mintLog.allow(); ok {
+			f.log.Warn("token mint rate exceeded: refused a token for an upstream whose token is not cached; raise --token-mint-rate/--token-mint-burst if this load is expected",
+				"target", st.target, "suppressed", suppressed)
+		}
+		w.Header().Set("Retry-After", f.mintRetryAfter)
+		http.Error(w, bodyMintRateExceeded, http.StatusServiceUnavailable)
 	case errors.As(err, &tokErr):
 		if ok, suppressed := f.tokenErrLog.allow(); ok {
 			f.log.Error("token unavailable", "target", st.target, "error", err.Error(), "suppressed", suppressed)

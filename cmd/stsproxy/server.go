@@ -178,6 +178,11 @@ func newTokenSource(cfg *config, client stsauth.GetWebIdentityTokenAPIClient, mp
 		stsauth.WithMeterProvider(mp),
 		stsauth.WithLogger(log),
 		stsauth.WithFetchTimeout(cfg.fetchTimeout),
+		stsauth.WithMintRate(cfg.mintRate, cfg.mintBurst),
+		stsauth.WithCacheChurnFunc(func(evictions int, window time.Duration) {
+			log.Warn("token cache churning: upstreams are evicted to make room for others and cost an STS call each when they return; raise --token-cache-size/TOKEN_CACHE_SIZE",
+				"evictions", evictions, "window", window.String(), "token_cache_size", cfg.cacheSize)
+		}),
 	}, extra...)...)
 }
 
@@ -201,6 +206,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	defer ts.Close()
 
 	base := newBaseTransport(cfg)
+	if cfg.dialUpstream != nil {
+		base.DialContext = cfg.dialUpstream
+	}
 	defer base.CloseIdleConnections()
 	tr := &stsauth.Transport{Source: ts, Base: base, AllowedHosts: cfg.allowed, RequireTLS: cfg.requireTLS,
 		Header: cfg.tokenHeader, Format: cfg.tokenFormat}
