@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/releaseutil"
+	"helm.sh/helm/v3/pkg/strvals"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -219,4 +221,103 @@ func TestHelmChartVersion(t *testing.T) {
 	kc := readKustomization(t, filepath.Join(imageComponent, "kustomization.yaml"))
 	assert.Equal(t, kc.Images[0].NewName, vals.Image.Repository, "one image repository in both")
 	assert.False(t, chartutil.IsCompatibleRange(ch.Metadata.KubeVersion, "v1.28.0"))
+}
+
+// TestHelmInstallREADME renders the chart with the README's "helm install"
+// command, its words split as a POSIX shell would and its --set values
+// parsed with Helm's own parser, and checks the result like the ci cases.
+func TestHelmInstallREADME(t *testing.T) {
+	bin := stsproxyBinary(t)
+	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(readme), "\nhelm install ")
+	require.True(t, ok, "the README has a helm install command")
+	cmd, _, _ := strings.Cut("helm install "+after, "\n```")
+	words, err := shellWords(cmd)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(words), 4)
+	assert.Equal(t, []string{"helm", "install", "stsproxy", "deploy/helm/stsproxy"}, words[:4])
+	vals := map[string]any{}
+	namespace := ""
+	for i := 4; i < len(words); i++ {
+		switch words[i] {
+		case "--set":
+			i++
+			require.Less(t, i, len(words))
+			require.NoError(t, strvals.ParseInto(words[i], vals), "--set %s", words[i])
+		case "--namespace":
+			i++
+			require.Less(t, i, len(words))
+			namespace = words[i]
+		case "--create-namespace":
+		default:
+			t.Fatalf("the test does not know helm install's %q", words[i])
+		}
+	}
+	require.NotEmpty(t, namespace, "the README installs into its own namespace")
+	files, err := renderChart(t, loadChart(t), vals)
+	require.NoError(t, err)
+	objs := decodeChart(t, files)
+	checkDeployments(t, bin, containerFlagsOf(t, bin), objs, true)
+	require.Len(t, objs.serviceAccounts, 1)
+	assert.Contains(t, objs.serviceAccounts[0].Annotations, "eks.amazonaws.com/role-arn", "the README's IRSA annotation reaches the service account")
+}
+
+// shellWords splits a command as a POSIX shell would, for the quoting the
+// README uses: backslash-newline continues the line, a backslash outside
+// quotes escapes the next character, single quotes are literal, and double
+// quotes keep \" and \\ escapes. Anything else a shell would expand fails.
+func shellWords(s string) ([]string, error) {
+	var (
+		words []string
+		cur   strings.Builder
+		in    bool // a word has started
+	)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && i+1 < len(s):
+			i++
+			if s[i] != '\n' {
+				cur.WriteByte(s[i])
+				in = true
+			}
+		case c == '\'':
+			j := strings.IndexByte(s[i+1:], '\'')
+			if j < 0 {
+				return nil, fmt.Errorf("unterminated single quote")
+			}
+			cur.WriteString(s[i+1 : i+1+j])
+			i += j + 1
+			in = true
+		case c == '"':
+			i++
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte(`"\$`+"`", s[i+1]) >= 0 {
+					i++
+				} else if strings.IndexByte("$`", s[i]) >= 0 {
+					return nil, fmt.Errorf("expansion in double quotes: %q", s[i:])
+				}
+				cur.WriteByte(s[i])
+			}
+			if i == len(s) {
+				return nil, fmt.Errorf("unterminated double quote")
+			}
+			in = true
+		case c == ' ' || c == '\t' || c == '\n':
+			if in {
+				words = append(words, cur.String())
+				cur.Reset()
+				in = false
+			}
+		case strings.IndexByte("$`*?[]|&;<>()~#", c) >= 0:
+			return nil, fmt.Errorf("shell syntax the test does not interpret: %q", s[i:])
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, cur.String())
+	}
+	return words, nil
 }
