@@ -181,6 +181,10 @@ func (f *tokenFile) keep(ctx context.Context, src tokenGetter, aud stsauth.Audie
 			stopRetry()
 			return
 		case <-changed:
+			// The source's scheduler refreshes only tokens used since they
+			// were minted, and a token that this loop's own call fetched
+			// is not yet: the signal its fetch sent brings the loop back at
+			// once, and that Token call, a cache hit, marks it used.
 		case <-retry:
 		case <-expire:
 			expire, stopExpire = nil, func() bool { return false }

@@ -95,6 +95,23 @@ func tokenFileSource(t *testing.T, aud stsauth.Audience, changed chan struct{}) 
 	t.Helper()
 	sts := ststest.NewServer()
 	t.Cleanup(sts.Close)
+	ts, changed := hookedSource(t, sts, aud, changed)
+	return ts, changed
+}
+
+// tokenFileSourceWith is tokenFileSource that returns the emulator too.
+func tokenFileSourceWith(t *testing.T, aud stsauth.Audience) (*stsauth.TokenSource, *ststest.Server, chan struct{}) {
+	t.Helper()
+	sts := ststest.NewServer()
+	t.Cleanup(sts.Close)
+	ts, changed := hookedSource(t, sts, aud, nil)
+	return ts, sts, changed
+}
+
+// hookedSource returns a token source over sts whose hook signals changed
+// (made if nil).
+func hookedSource(t *testing.T, sts *ststest.Server, aud stsauth.Audience, changed chan struct{}) (*stsauth.TokenSource, chan struct{}) {
+	t.Helper()
 	if changed == nil {
 		changed = make(chan struct{}, 1)
 	}
@@ -232,6 +249,46 @@ func TestTokenFileKeep(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, entries, "temporary files left behind")
 	assert.Empty(t, jwtPattern.FindAllString(logs.String(), -1), "a token was logged")
+}
+
+// TestTokenFileRefreshedByTheSource runs the writer on real time against
+// tokens of 12 s, which the source refreshes half way through (6 s) and
+// the writer would remove at 9 s: the file is replaced by the source's own
+// scheduled refresh, with no request but the writer's, and never removed.
+// The scheduler refreshes only tokens used since they were minted, so this
+// fails if the writer never asks for its first token again.
+func TestTokenFileRefreshedByTheSource(t *testing.T) {
+	t.Parallel()
+	aud := stsauth.MustAudience("https://api.example.com")
+	ts, sts, changed := tokenFileSourceWith(t, aud)
+	sts.SetTokenLifetime(12 * time.Second)
+	path := filepath.Join(t.TempDir(), "token")
+	logs := &syncBuffer{}
+	f := newTokenFile(path, outputJWT, slog.New(slog.NewTextHandler(logs, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.keep(ctx, ts, aud, changed)
+	}()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(waitTimeout)
+	first := ""
+	for {
+		got, err := os.ReadFile(path)
+		switch {
+		case err == nil && first == "":
+			first = string(got)
+		case err == nil && string(got) != first:
+			require.NotContains(t, logs.String(), "token file removed")
+			assert.Equal(t, 2, sts.Calls(), "one refresh, by the source's scheduler")
+			return
+		}
+		require.NotContains(t, logs.String(), "token file removed", "the file was removed instead of refreshed")
+		require.True(t, time.Now().Before(deadline), "the file was not replaced; logs:\n%s", logs.String())
+		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline
+	}
 }
 
 // TestTokenFileKeepRetriesFailures: with no token to be had from the start
