@@ -418,9 +418,13 @@ func newClaimHeaders(prefix string) claimHeaders {
 // OU path and per request tag (key=value, sorted by key), every value
 // encoded by [encodeHeaderValue]; a claim the token lacks gets no field.
 func (n *claimHeaders) set(h http.Header, c *verify.Claims) {
+	// One backing array for the single-valued fields: one allocation
+	// instead of one per header.
+	vals := make([]string, 0, 8)
 	one := func(name, v string) {
 		if v != "" {
-			h[name] = []string{encodeHeaderValue(v)}
+			vals = append(vals, encodeHeaderValue(v))
+			h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 		}
 	}
 	one(n.issuer, c.Issuer)
@@ -431,7 +435,7 @@ func (n *claimHeaders) set(h http.Header, c *verify.Claims) {
 	one(n.region, c.AWS.SourceRegion)
 	one(n.tokenID, c.ID)
 	if !c.Expiry.IsZero() {
-		h[n.expiry] = []string{c.Expiry.UTC().Format(time.RFC3339)}
+		one(n.expiry, c.Expiry.UTC().Format(time.RFC3339))
 	}
 	if len(c.AWS.OUPath) > 0 {
 		paths := make([]string, 0, len(c.AWS.OUPath))
@@ -501,8 +505,10 @@ func headerByteNeedsEscape(c byte) bool {
 //     [verify.Reason].
 type inboundMetrics struct {
 	requests metric.Int64Counter
-	byReason map[string]metric.AddOption // read-only after construction
-	other    metric.AddOption            // a reason class not in byReason
+	// Options by reason class, read-only after construction; slices, so
+	// that Add allocates no variadic slice per request.
+	byReason map[string][]metric.AddOption
+	other    []metric.AddOption // a reason class not in byReason
 }
 
 // inboundReasons are the reason classes verify reports, for the
@@ -518,10 +524,10 @@ func newInboundMetrics(mp metric.MeterProvider) (*inboundMetrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stsproxy: create instruments: %w", err)
 	}
-	attrs := func(result, reason string) metric.AddOption {
-		return metric.WithAttributeSet(attribute.NewSet(attribute.String("result", result), attribute.String("reason", reason)))
+	attrs := func(result, reason string) []metric.AddOption {
+		return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", result), attribute.String("reason", reason)))}
 	}
-	im := &inboundMetrics{requests: c, byReason: map[string]metric.AddOption{"": attrs("allowed", "none")}, other: attrs("refused", "error")}
+	im := &inboundMetrics{requests: c, byReason: map[string][]metric.AddOption{"": attrs("allowed", "none")}, other: attrs("refused", "error")}
 	for _, r := range inboundReasons {
 		im.byReason[r] = attrs("refused", r)
 	}
@@ -534,5 +540,5 @@ func (m *inboundMetrics) record(ctx context.Context, reason string) {
 	if !ok {
 		opt = m.other
 	}
-	m.requests.Add(ctx, 1, opt)
+	m.requests.Add(ctx, 1, opt...)
 }

@@ -69,7 +69,7 @@ func newClockedSTS(t *testing.T, clock *testClock, configure func(*ststest.Serve
 }
 
 // mintToken gets a token for aud from s, with the request tags.
-func mintToken(t *testing.T, s *ststest.Server, alg string, tags map[string]string, aud ...string) string {
+func mintToken(t testing.TB, s *ststest.Server, alg string, tags map[string]string, aud ...string) string {
 	t.Helper()
 	in := &sts.GetWebIdentityTokenInput{Audience: aud, SigningAlgorithm: aws.String(alg)}
 	for k, v := range tags {
