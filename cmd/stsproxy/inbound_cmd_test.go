@@ -422,7 +422,14 @@ func TestInboundReadiness(t *testing.T) {
 		res.Body.Close()
 		return res.StatusCode
 	}
-	assert.Equal(t, http.StatusServiceUnavailable, readyz())
+	// Wait for the first attempt to fail, so the keys come only from a
+	// retry after the JWKS is back.
+	deadline := time.Now().Add(waitTimeout)
+	for !strings.Contains(ri.logs.String(), "fetching issuer keys failed; retrying") {
+		require.True(t, time.Now().Before(deadline), "no failed fetch logged; logs:\n%s", ri.logs.String())
+		time.Sleep(5 * time.Millisecond) // poll interval, bounded by the deadline
+	}
+	assert.Equal(t, http.StatusServiceUnavailable, readyz(), "not ready while an issuer's keys are missing")
 	b.SetJWKSStatus(0)
 	select {
 	case <-ri.ready:
@@ -432,7 +439,6 @@ func TestInboundReadiness(t *testing.T) {
 	assert.Equal(t, http.StatusOK, readyz())
 	res, body := ri.send(t, c, mintToken(t, b, "ES384", nil, inboundAud), nil)
 	assert.Equal(t, http.StatusOK, res.StatusCode, body)
-	assert.Contains(t, ri.logs.String(), "fetching issuer keys failed; retrying")
 	require.NoError(t, ri.stop())
 }
 
