@@ -3,15 +3,14 @@ package stsauth
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
-// ErrNoRegion is returned by [NewClient] when the AWS configuration names no
-// region: GetWebIdentityToken is served only by regional STS endpoints.
+// ErrNoRegion is wrapped by the error of [LoadAWSConfig] and [NewClient]
+// when no source names a region: GetWebIdentityToken is served only by
+// regional STS endpoints.
 var ErrNoRegion = errors.New("stsauth: no AWS region configured (set AWS_REGION or a profile region): GetWebIdentityToken is not served by the global STS endpoint")
 
 // NewClient returns an [http.Client] that puts a web identity token for
@@ -19,9 +18,10 @@ var ErrNoRegion = errors.New("stsauth: no AWS region configured (set AWS_REGION 
 // identity tokens. With no audiences, each request's audience is its origin
 // ([HostAudience]).
 //
-// It loads the AWS configuration with config.LoadDefaultConfig: environment
-// variables, shared config files, and container or instance roles; the STS
-// endpoint can be overridden with AWS_ENDPOINT_URL_STS. It makes no STS call:
+// It loads the AWS configuration with [LoadAWSConfig]: environment
+// variables, shared config files, and container or instance roles, and the
+// EC2 instance's Region when none is configured; the STS endpoint can be
+// overridden with AWS_ENDPOINT_URL_STS. It makes no STS call:
 // the first request fetches the first token. It fails if the audiences are
 // invalid, an option is, or no region is configured.
 //
@@ -37,12 +37,9 @@ func NewClient(ctx context.Context, audiences []string, opts ...Option) (*http.C
 		}
 		resolver = FixedAudience(aud)
 	}
-	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	cfg, _, err := LoadAWSConfig(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("stsauth: load AWS config: %w", err)
-	}
-	if cfg.Region == "" {
-		return nil, ErrNoRegion
+		return nil, err
 	}
 	src, err := NewTokenSource(sts.NewFromConfig(cfg), opts...)
 	if err != nil {

@@ -46,6 +46,16 @@
 // drops that token ([TokenSource.Invalidate]) and sends the request once more
 // with a fresh one.
 //
+// # Failures and their fixes
+//
+// Every error of [TokenSource.Token] is a *[TokenError]; [Explain] says what
+// it means (the STS error code, or a code such as [CodeNoCredentials] for a
+// failure STS did not answer) and how to fix it, and the source's own log
+// line for a failed fetch carries the same code and fix. A [Token] says, in
+// [Token.Shortened], why it lives less than the configured duration (the
+// credentials' session ends sooner, or STS refused the longer one), and
+// [LoadAWSConfig] reports where the AWS Region came from.
+//
 // # Safety
 //
 // A [Token] never prints, logs or marshals its JWT. Errors never hold one.

@@ -275,12 +275,16 @@ func (ts *TokenSource) recordFailure(e *entry, now time.Time, err error) {
 		ts.clearSourceBackoff()
 	}
 	// The SDK's error names the operation and the STS error code and
-	// message; it never holds a token, which only a success carries.
+	// message; it never holds a token, which only a success carries. code
+	// and fix are Explain's, so logs say what to do.
+	x := Explain(err)
 	ts.cfg.logger.Warn("stsauth: web identity token fetch failed",
 		slog.String("audience", e.aud.String()),
 		slog.Int("consecutive_failures", failures),
 		slog.Bool("source_wide", wide),
-		slog.Any("error", err))
+		slog.Any("error", err),
+		slog.String("code", x.Code),
+		slog.String("fix", x.Fix))
 }
 
 // recordSuccess clears the backoffs of e and of the source.
@@ -339,7 +343,7 @@ const codeFederationDisabled = "OutboundWebIdentityFederationDisabledException"
 // share: credentials, throttling, the feature disabled, STS or the network
 // failing. Validation and access errors may be about the set and are not.
 func sourceWide(err error) bool {
-	if errors.Is(err, ErrCredentialsExpiring) {
+	if errors.Is(err, ErrCredentialsExpiring) || errors.Is(err, ErrNoCredentials) {
 		return true
 	}
 	var api smithy.APIError

@@ -64,11 +64,13 @@ type config struct {
 	meterProvider metric.MeterProvider
 	logger        *slog.Logger
 	credentials   aws.CredentialsProvider
-	maxFetches    int
-	tokenHook     func(Token)
-	mintRate      float64
-	mintBurst     int
-	onChurn       func(evictions int, window time.Duration)
+	// credentialsFromClient: credentials is the *sts.Client's own provider.
+	credentialsFromClient bool
+	maxFetches            int
+	tokenHook             func(Token)
+	mintRate              float64
+	mintBurst             int
+	onChurn               func(evictions int, window time.Duration)
 }
 
 func defaultConfig() config {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -36,11 +37,11 @@ var ErrCredentialsExpiring = errors.New("stsauth: the AWS credentials expire in 
 // when their expiry is known; if STS still answers
 // SessionDurationEscalationException it halves the duration, down to
 // MinDuration, and asks again within the same fetch. It returns the duration
-// of the call that answered.
-func (ts *TokenSource) call(ctx context.Context, e *entry) (*sts.GetWebIdentityTokenOutput, time.Duration, error) {
-	requested, err := ts.sessionDuration(ctx)
+// of the call that answered and why it is shorter than the configured one.
+func (ts *TokenSource) call(ctx context.Context, e *entry) (*sts.GetWebIdentityTokenOutput, time.Duration, Shortening, error) {
+	requested, why, err := ts.sessionDuration(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, NotShortened, err
 	}
 	for {
 		out, err := ts.client.GetWebIdentityToken(ctx, &sts.GetWebIdentityTokenInput{
@@ -51,10 +52,10 @@ func (ts *TokenSource) call(ctx context.Context, e *entry) (*sts.GetWebIdentityT
 		}, limitResponse)
 		var api smithy.APIError
 		if err == nil || !errors.As(err, &api) || api.ErrorCode() != codeSessionEscalation {
-			return out, requested, err
+			return out, requested, why, err
 		}
 		if requested <= MinDuration {
-			return nil, requested, fmt.Errorf("%w (STS refused a %v token): %w", ErrCredentialsExpiring, requested, err)
+			return nil, requested, why, fmt.Errorf("%w (STS refused a %v token): %w", ErrCredentialsExpiring, requested, err)
 		}
 		shorter := max(MinDuration, (requested / 2).Truncate(time.Second))
 		if ts.escalationLogged.CompareAndSwap(false, true) {
@@ -62,25 +63,74 @@ func (ts *TokenSource) call(ctx context.Context, e *entry) (*sts.GetWebIdentityT
 				slog.Duration("refused", requested), slog.Duration("retry", shorter),
 				slog.String("hint", "pass the credentials provider (WithCredentials) so the duration is fitted to the session from the start"))
 		}
-		requested = shorter
+		requested, why = shorter, ShortenedAfterRefusal
 	}
 }
 
 // sessionDuration is the token duration to ask for: the configured one, or
-// less when the credentials expire sooner. It fails with
-// ErrCredentialsExpiring when they leave less than MinDuration.
-func (ts *TokenSource) sessionDuration(ctx context.Context) (time.Duration, error) {
+// less when the credentials expire sooner (ShortenedToSession). It fails with
+// ErrCredentialsExpiring when they leave less than MinDuration, and with
+// ErrNoCredentials when the STS client's own provider finds none, for the
+// call would fail the same way, only later.
+func (ts *TokenSource) sessionDuration(ctx context.Context) (time.Duration, Shortening, error) {
 	d := ts.cfg.duration
 	if ts.cfg.credentials == nil {
-		return d, nil
+		return d, NotShortened, nil
 	}
 	creds, err := ts.cfg.credentials.Retrieve(ctx)
+	if err != nil && ts.cfg.credentialsFromClient {
+		return 0, NotShortened, fmt.Errorf("%w: %w", ErrNoCredentials, err)
+	}
 	if err != nil || !creds.CanExpire {
-		return d, nil // the STS call reports what is wrong with them
+		return d, NotShortened, nil // the STS call reports what is wrong with them
 	}
 	left := creds.Expires.Sub(ts.now()) - sessionMargin
 	if left < MinDuration {
-		return 0, fmt.Errorf("%w: they expire at %v", ErrCredentialsExpiring, creds.Expires.UTC().Format(time.RFC3339))
+		return 0, NotShortened, fmt.Errorf("%w: they expire at %v", ErrCredentialsExpiring, creds.Expires.UTC().Format(time.RFC3339))
 	}
-	return min(d, left.Truncate(time.Second)), nil
+	if left < d {
+		return left.Truncate(time.Second), ShortenedToSession, nil
+	}
+	return d, NotShortened, nil
+}
+
+// A Shortening says why a [Token] lives less than the duration its
+// [TokenSource] was configured with ([WithDuration]).
+type Shortening uint8
+
+// The reasons a token is shorter than configured.
+const (
+	// NotShortened: the token lives the configured duration.
+	NotShortened Shortening = iota
+	// ShortenedToSession: the AWS credentials expire before a token of the
+	// configured duration would end, so the source asked for one that ends
+	// a minute before them. Tokens get shorter as the credentials near
+	// their expiry, and are refreshed more often; credentials with a longer
+	// session (a role's maximum session duration) avoid it.
+	ShortenedToSession
+	// ShortenedAfterRefusal: STS refused the longer duration with
+	// SessionDurationEscalationException, because the credentials' session
+	// ends sooner, and the source asked again for half, down to
+	// [MinDuration]. It happens when the credentials' expiry is not known
+	// up front: pass their provider with [WithCredentials].
+	ShortenedAfterRefusal
+	// ShortenedBySTS: STS returned a token that lives less than the
+	// duration asked for, by its own iat and exp claims or its Expiration.
+	// AWS STS does not do that: check that the endpoint is AWS STS.
+	ShortenedBySTS
+)
+
+// String returns the Shortening's name, such as "shortened to session".
+func (s Shortening) String() string {
+	switch s {
+	case NotShortened:
+		return "not shortened"
+	case ShortenedToSession:
+		return "shortened to session"
+	case ShortenedAfterRefusal:
+		return "shortened after refusal"
+	case ShortenedBySTS:
+		return "shortened by STS"
+	}
+	return "Shortening(" + strconv.Itoa(int(s)) + ")"
 }

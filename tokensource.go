@@ -63,6 +63,12 @@ type Token struct {
 	// requested duration and by STS's Expiration), so a local clock that
 	// disagrees with STS's does not change it.
 	Expiry time.Time
+	// Lifetime is how long the token lives: exp − iat by its own claims,
+	// capped by the duration asked for and by STS's Expiration.
+	Lifetime time.Duration
+	// Shortened says why Lifetime is less than the duration the source was
+	// configured with ([WithDuration]), or is [NotShortened].
+	Shortened Shortening
 }
 
 // bearer is "Bearer " + the JWT, built once so requests do not allocate it.
@@ -255,6 +261,7 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 	}
 	if c, ok := client.(*sts.Client); ok && cfg.credentials == nil {
 		cfg.credentials = c.Options().Credentials
+		cfg.credentialsFromClient = cfg.credentials != nil
 	}
 	ts := &TokenSource{
 		client:    client,
@@ -441,7 +448,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 	ts.lifecycle.recordRefresh(ctx, e.attrs, trigger)
 	first := e.state.Load() == nil
 	start := ts.now()
-	out, requested, err := ts.call(ctx, e)
+	out, requested, shortened, err := ts.call(ctx, e)
 	now := ts.now()
 	var lifetime time.Duration
 	if err == nil {
@@ -468,8 +475,13 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 		return nil, err
 	}
 
+	if lifetime < requested-time.Second {
+		shortened = ShortenedBySTS
+	}
 	ts.recordSuccess(e)
-	return ts.newCached(e.aud, *out.WebIdentityToken, start, lifetime, now, first), nil
+	c := ts.newCached(e.aud, *out.WebIdentityToken, start, lifetime, now, first)
+	c.tok.Lifetime, c.tok.Shortened = lifetime, shortened
+	return c, nil
 }
 
 // newCached works out when a token whose fetch started at start and which

@@ -1,0 +1,156 @@
+package stsauth
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stsauth/stsauth/ststest"
+)
+
+// isolateAWS empties the AWS environment of the test process: no region, no
+// credentials, empty shared files, and IMDS at imdsURL (never the real
+// 169.254.169.254). It returns the shared config file's path.
+func isolateAWS(t *testing.T, imdsURL string) string {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "config")
+	require.NoError(t, os.WriteFile(cfgFile, nil, 0o600))
+	for _, k := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+		"AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_EC2_METADATA_DISABLED"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", cfgFile)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
+	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imdsURL)
+	return cfgFile
+}
+
+// closedURL returns an http URL on loopback where nothing listens.
+func closedLoopbackURL(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return "http://" + addr
+}
+
+func TestLoadAWSConfigRegionSource(t *testing.T) {
+	fake := ststest.NewIMDS("eu-west-3")
+	t.Cleanup(fake.Close)
+
+	t.Run("option", func(t *testing.T) {
+		isolateAWS(t, fake.URL)
+		t.Setenv("AWS_REGION", "us-east-1")
+		cfg, src, err := LoadAWSConfig(context.Background(), awsconfig.WithRegion("ap-south-1"))
+		require.NoError(t, err)
+		assert.Equal(t, "ap-south-1", cfg.Region)
+		assert.Equal(t, RegionFromOptions, src)
+	})
+	t.Run("environment", func(t *testing.T) {
+		isolateAWS(t, fake.URL)
+		t.Setenv("AWS_DEFAULT_REGION", "us-west-2")
+		cfg, src, err := LoadAWSConfig(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, "us-west-2", cfg.Region)
+		assert.Equal(t, RegionFromEnvironment, src)
+	})
+	t.Run("shared config", func(t *testing.T) {
+		cfgFile := isolateAWS(t, fake.URL)
+		require.NoError(t, os.WriteFile(cfgFile, []byte("[default]\nregion = eu-central-1\n"), 0o600))
+		cfg, src, err := LoadAWSConfig(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, "eu-central-1", cfg.Region)
+		assert.Equal(t, RegionFromSharedConfig, src)
+	})
+	before := fake.Calls()
+	assert.Zero(t, before, "a configured region asks IMDS nothing")
+	t.Run("instance metadata", func(t *testing.T) {
+		isolateAWS(t, fake.URL)
+		cfg, src, err := LoadAWSConfig(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, "eu-west-3", cfg.Region)
+		assert.Equal(t, RegionFromIMDS, src)
+		assert.NotZero(t, fake.Calls())
+
+		// The instance role's credentials come from the same fake.
+		creds, err := cfg.Credentials.Retrieve(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, "ASIASTSTESTIMDS00000", creds.AccessKeyID)
+	})
+}
+
+func TestLoadAWSConfigWithoutRegion(t *testing.T) {
+	t.Run("IMDS disabled", func(t *testing.T) {
+		fake := ststest.NewIMDS("eu-west-3")
+		t.Cleanup(fake.Close)
+		isolateAWS(t, fake.URL)
+		t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+		_, _, err := LoadAWSConfig(context.Background())
+		require.ErrorIs(t, err, ErrNoRegion)
+		assert.Contains(t, err.Error(), "AWS_EC2_METADATA_DISABLED")
+		assert.Zero(t, fake.Calls())
+	})
+	t.Run("nothing listens", func(t *testing.T) {
+		isolateAWS(t, closedLoopbackURL(t))
+		_, _, err := LoadAWSConfig(context.Background())
+		require.ErrorIs(t, err, ErrNoRegion)
+		assert.Equal(t, CodeNoRegion, Explain(err).Code)
+	})
+	t.Run("IMDS does not answer", func(t *testing.T) {
+		fake := ststest.NewIMDS("eu-west-3")
+		t.Cleanup(fake.Close)
+		fake.SetHang(true)
+		isolateAWS(t, fake.URL)
+		start := time.Now()
+		_, _, err := LoadAWSConfig(context.Background())
+		require.ErrorIs(t, err, ErrNoRegion)
+		assert.Contains(t, err.Error(), "did not answer within 1s")
+		// Bounded by IMDSTimeout; the slack is for a loaded machine.
+		assert.Less(t, time.Since(start), IMDSTimeout+4*time.Second)
+	})
+}
+
+// TestInstanceCredentialsFailFast checks that with no credentials anywhere
+// and an IMDS that never answers, the first Retrieve fails after about
+// IMDSTimeout, not after the SDK's retries, and that the token source then
+// fails with ErrNoCredentials without calling STS.
+func TestInstanceCredentialsFailFast(t *testing.T) {
+	fake := ststest.NewIMDS("")
+	t.Cleanup(fake.Close)
+	fake.SetHang(true)
+	isolateAWS(t, fake.URL)
+	t.Setenv("AWS_REGION", "us-east-1")
+	cfg, _, err := LoadAWSConfig(context.Background())
+	require.NoError(t, err)
+
+	start := time.Now()
+	_, err = cfg.Credentials.Retrieve(context.Background())
+	require.Error(t, err)
+	elapsed := time.Since(start)
+	assert.GreaterOrEqual(t, elapsed, IMDSTimeout/2, "it did ask IMDS")
+	assert.Less(t, elapsed, IMDSTimeout+4*time.Second, "bounded by IMDSTimeout, not the SDK's retries")
+
+	fake.SetHang(false)
+	fake.SetRole("")
+	srv := ststest.NewServer()
+	t.Cleanup(srv.Close)
+	cfg.BaseEndpoint = &srv.URL
+	ts, err := NewTokenSource(sts.NewFromConfig(cfg))
+	require.NoError(t, err)
+	t.Cleanup(func() { ts.Close() })
+	_, err = ts.Token(context.Background(), apiAudience)
+	require.ErrorIs(t, err, ErrNoCredentials)
+	x := Explain(err)
+	assert.Equal(t, CodeNoCredentials, x.Code)
+	assert.Contains(t, x.Cause, "EC2 instance metadata service")
+	assert.Zero(t, srv.Calls())
+}

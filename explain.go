@@ -1,0 +1,236 @@
+package stsauth
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+
+	"github.com/aws/smithy-go"
+)
+
+// An Explanation says what a failure to get a token means and how to fix
+// it. [Explain] returns one; the library's own log line for a failed fetch
+// carries its Code and Fix, and `stsproxy doctor` prints them.
+type Explanation struct {
+	// Code names the failure: the STS error code, such as "AccessDenied",
+	// or, for a failure STS did not answer with a code, one of the Code*
+	// constants.
+	Code string
+	// Cause says in one sentence what went wrong.
+	Cause string
+	// Fix says in one sentence what to do about it.
+	Fix string
+	// Transient reports whether the same call may succeed later with no
+	// change: throttling, errors on the STS side, timeouts and the
+	// network. A TokenSource retries those with backoff by itself.
+	Transient bool
+}
+
+// Codes of the failures that carry no STS error code.
+const (
+	// CodeNoCredentials: the AWS SDK found no credentials ([ErrNoCredentials]).
+	CodeNoCredentials = "NoCredentials"
+	// CodeCredentialsExpiring: the credentials expire before even a
+	// [MinDuration] token would end ([ErrCredentialsExpiring]).
+	CodeCredentialsExpiring = "CredentialsExpiring"
+	// CodeNoRegion: no AWS Region is configured ([ErrNoRegion]).
+	CodeNoRegion = "NoRegion"
+	// CodeTimeout: STS did not answer in time.
+	CodeTimeout = "Timeout"
+	// CodeUnreachable: the STS endpoint could not be reached.
+	CodeUnreachable = "Unreachable"
+	// CodeBadResponse: STS answered, but not with a token the library
+	// accepts (not a compact JWS, no expiry, too large, unreadable).
+	CodeBadResponse = "BadResponse"
+	// CodeInvalidRequest: the audience or an option is invalid
+	// ([ErrInvalidAudience], [ErrInvalidOption]); nothing was sent.
+	CodeInvalidRequest = "InvalidRequest"
+	// CodeCanceled: the caller's context ended first.
+	CodeCanceled = "Canceled"
+	// CodeClosed: the [TokenSource] was closed ([ErrClosed]).
+	CodeClosed = "Closed"
+	// CodeUnknown: none of the above.
+	CodeUnknown = "Unknown"
+)
+
+// ErrNoCredentials is wrapped by the error of a fetch whose AWS credentials
+// could not be retrieved (see [WithCredentials]): the AWS SDK's default chain
+// found none, or its source failed. The STS call is not made.
+var ErrNoCredentials = errors.New("stsauth: no AWS credentials")
+
+// credentialChainTried is what the AWS SDK's default credential chain looks
+// at, in order, for messages.
+const credentialChainTried = "the environment (AWS_ACCESS_KEY_ID), the shared config and credentials files (AWS_PROFILE), " +
+	"web identity (AWS_WEB_IDENTITY_TOKEN_FILE), the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI) " +
+	"and the EC2 instance metadata service"
+
+// credentialsFix is the fix for missing credentials.
+const credentialsFix = "give the process AWS credentials: on EKS, EKS Pod Identity or IRSA for its service account; " +
+	"on ECS, a task role; on EC2, an instance profile; elsewhere AWS_PROFILE (after aws sso login) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+
+// stsExplanations maps STS error codes to their cause and fix.
+var stsExplanations = map[string]Explanation{
+	codeFederationDisabled: {
+		Cause: "outbound identity federation is not enabled for the AWS account",
+		Fix:   "enable it, once per account: aws iam enable-outbound-web-identity-federation; then aws iam get-outbound-web-identity-federation-info shows the issuer to register with the APIs you call",
+	},
+	"AccessDenied": {
+		Cause: "IAM denies sts:GetWebIdentityToken for these audiences to the caller",
+		Fix:   "attach an identity policy that allows it to the caller's role or user (LeastPrivilegePolicy builds one; stsproxy policy prints it); if one is attached, a service control policy, resource control policy, permissions boundary or VPC endpoint policy denies the call",
+	},
+	codeSessionEscalation: {
+		Cause: "the token would outlive the session of the credentials that ask for it",
+		Fix:   "use credentials with a longer session (a role's maximum session duration), a shorter token duration, or pass the credentials provider (WithCredentials) so the duration is fitted to the session",
+	},
+	"JWTPayloadSizeExceededException": {
+		Cause: "the token would be too large",
+		Fix:   "send fewer or shorter session tags (WithTags, stsproxy --token-tag) or fewer audiences",
+	},
+	"RegionDisabledException": {
+		Cause: "STS is not enabled in this Region for the account",
+		Fix:   "activate the Region in the account settings (IAM console, Security Token Service regions), or use an enabled Region (AWS_REGION)",
+	},
+	"Throttling": {
+		Cause:     "STS throttled the call",
+		Fix:       "retry later (the token source does, with backoff); it calls STS once per audience set per refresh, not per request: if many processes share the account, spread their refreshes or use fewer audience sets",
+		Transient: true,
+	},
+	"InvalidClientTokenId": {
+		Cause: "the credentials are not valid AWS credentials",
+		Fix:   "check which credentials the AWS SDK found (environment, profile, role) and replace them",
+	},
+	"ExpiredToken": {
+		Cause: "the credentials have expired, or this machine's clock is off",
+		Fix:   "refresh them (aws sso login, or restart the pod for fresh Pod Identity or IRSA credentials) and sync the clock with NTP",
+	},
+	"ValidationError": {
+		Cause: "STS refused a parameter of the request",
+		Fix:   "check the audiences (1 to 10 values of 1 to 1000 characters), the duration (60 s to 1 h) and the tags (up to 50)",
+	},
+	"InternalFailure": {
+		Cause:     "an error on the STS side",
+		Fix:       "retry later (the token source does, with backoff)",
+		Transient: true,
+	},
+}
+
+// stsAliases are STS error codes explained like another.
+var stsAliases = map[string]string{
+	"AccessDeniedException":       "AccessDenied",
+	"ThrottlingException":         "Throttling",
+	"RequestLimitExceeded":        "Throttling",
+	"UnrecognizedClientException": "InvalidClientTokenId",
+	"SignatureDoesNotMatch":       "InvalidClientTokenId",
+	"IncompleteSignature":         "InvalidClientTokenId",
+	"MissingAuthenticationToken":  "InvalidClientTokenId",
+	"ExpiredTokenException":       "ExpiredToken",
+	"RequestExpired":              "ExpiredToken",
+	"ServiceUnavailable":          "InternalFailure",
+	"InternalError":               "InternalFailure",
+}
+
+// Explain returns what err, an error of a [TokenSource], a [Transport] or
+// [NewClient], means and how to fix it; nil for a nil err. It reads the
+// error's chain (the STS error code through [smithy.APIError], the
+// library's sentinels, network and context errors); it never quotes a
+// token, since no error holds one.
+func Explain(err error) *Explanation {
+	if err == nil {
+		return nil
+	}
+	var api smithy.APIError
+	switch {
+	case errors.Is(err, ErrClosed):
+		return &Explanation{Code: CodeClosed, Cause: "the token source was closed", Fix: "get tokens from a source that is not closed"}
+	case errors.Is(err, ErrInvalidAudience), errors.Is(err, ErrInvalidOption):
+		return &Explanation{Code: CodeInvalidRequest, Cause: "the audience or an option is invalid, so nothing was sent to STS",
+			Fix: "pass 1 to 10 audience values of 1 to 1000 characters, and options within the ranges their docs give"}
+	case errors.Is(err, ErrNoRegion):
+		return &Explanation{Code: CodeNoRegion, Cause: "no AWS Region is configured, and GetWebIdentityToken is served only by regional STS endpoints",
+			Fix: "set AWS_REGION (for example AWS_REGION=us-east-1) or a region in the profile; on EC2, allow the instance metadata service so the instance's Region is found"}
+	case errors.Is(err, ErrCredentialsExpiring):
+		return &Explanation{Code: CodeCredentialsExpiring, Cause: "the AWS credentials' session ends before even a 60 s token would",
+			Fix: "renew the credentials, or use credentials with a longer session (a role's maximum session duration)"}
+	case errors.Is(err, ErrNoCredentials):
+		x := &Explanation{Code: CodeNoCredentials, Cause: "the AWS SDK found no credentials in " + credentialChainTried, Fix: credentialsFix}
+		if unanswered(err) {
+			x.Cause += ", which did not answer (not on EC2, or its hop limit is too low for a container)"
+		}
+		return x
+	case errors.As(err, &api):
+		code := api.ErrorCode()
+		key := code
+		if alias, ok := stsAliases[code]; ok {
+			key = alias
+		}
+		x, ok := stsExplanations[key]
+		if !ok {
+			return &Explanation{Code: code, Cause: "STS answered " + code,
+				Fix: "see the AWS STS GetWebIdentityToken API reference for " + code}
+		}
+		x.Code = code
+		return &x
+	case errors.Is(err, context.Canceled):
+		return &Explanation{Code: CodeCanceled, Cause: "the caller gave up before STS answered", Fix: "nothing, if it meant to; otherwise give the request more time"}
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return &Explanation{Code: CodeTimeout, Cause: "STS did not answer in time" + endpointOf(err),
+			Fix:       "check that the regional STS endpoint is reachable from here: egress rules, a VPC endpoint for STS, HTTPS_PROXY; the fetch timeout (WithFetchTimeout) bounds the wait",
+			Transient: true}
+	case isNetwork(err):
+		return &Explanation{Code: CodeUnreachable, Cause: "the STS endpoint could not be reached" + endpointOf(err),
+			Fix:       "check that the regional STS endpoint is reachable from here: DNS, egress rules, a VPC endpoint for STS, HTTPS_PROXY; and that AWS_ENDPOINT_URL_STS, if set, is right",
+			Transient: true}
+	case !isOperationError(err) || isDeserialization(err):
+		// The call returned, but not with a token the library takes: it
+		// checked the answer after the SDK (no OperationError), or the SDK
+		// could not read it.
+		return &Explanation{Code: CodeBadResponse, Cause: "the STS endpoint answered with something that is not a usable token",
+			Fix: "check that the endpoint is AWS STS (AWS_ENDPOINT_URL_STS) and that nothing between here and it rewrites responses"}
+	}
+	return &Explanation{Code: CodeUnknown, Cause: "the call failed before STS answered",
+		Fix: "see the error; check the STS endpoint and the credentials"}
+}
+
+// endpointOf returns " (URL)" for the request URL in err's chain, or "".
+func endpointOf(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.URL != "" {
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			return " (" + u.Scheme + "://" + u.Host + ")"
+		}
+	}
+	return ""
+}
+
+// isTimeout reports whether err's chain holds a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isNetwork reports whether err's chain holds a network error.
+func isNetwork(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &ne) || errors.As(err, &oe)
+}
+
+// unanswered reports whether err's chain shows a source that did not
+// answer: a timeout or a refused connection.
+func unanswered(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || isTimeout(err) || isNetwork(err)
+}
+
+// isOperationError reports whether err's chain holds the SDK's error of a
+// call that failed.
+func isOperationError(err error) bool {
+	var oe *smithy.OperationError
+	return errors.As(err, &oe)
+}
+
+// isDeserialization reports whether the SDK could not read STS's answer.
+func isDeserialization(err error) bool {
+	var de *smithy.DeserializationError
+	return errors.As(err, &de)
+}
