@@ -54,7 +54,9 @@ const (
 //     config.WithEC2RoleCredentialOptions in optFns replaces this.
 //
 // It makes no network call but that Region question. It fails, wrapping
-// [ErrNoRegion], when no source names a Region.
+// [ErrNoRegion], when no source names a Region; the configuration it then
+// returns is loaded but for the Region, so its credentials can still be
+// checked.
 func LoadAWSConfig(ctx context.Context, optFns ...func(*awsconfig.LoadOptions) error) (aws.Config, RegionSource, error) {
 	role := &boundedIMDS{}
 	opts := append([]func(*awsconfig.LoadOptions) error{
@@ -70,8 +72,13 @@ func LoadAWSConfig(ctx context.Context, optFns ...func(*awsconfig.LoadOptions) e
 		return cfg, regionSource(cfg), nil
 	}
 	region, err := instanceRegion(ctx, client)
+	if errors.Is(err, errIMDSUnanswered) {
+		// The configuration is returned for diagnostics only: do not wait
+		// for the same silence again when its credentials are checked.
+		role.unanswered.Store(true)
+	}
 	if err != nil {
-		return aws.Config{}, "", fmt.Errorf("%w; the EC2 instance metadata service %s", ErrNoRegion, err)
+		return cfg, "", fmt.Errorf("%w; the EC2 instance metadata service %s", ErrNoRegion, err)
 	}
 	cfg.Region = region
 	return cfg, RegionFromIMDS, nil
@@ -111,16 +118,26 @@ func instanceRegion(ctx context.Context, client *imds.Client) (string, error) {
 	case err == nil:
 		return "", errors.New("answered no Region")
 	case ctx.Err() != nil || isTimeout(err):
-		return "", fmt.Errorf("did not answer within %v (not on EC2?)", IMDSTimeout)
+		return "", errIMDSUnanswered
 	}
 	return "", fmt.Errorf("did not say: %w", err)
 }
+
+// errIMDSUnanswered is the error of an IMDS question that got no answer in
+// IMDSTimeout. It wraps context.DeadlineExceeded.
+var errIMDSUnanswered error = imdsSilence{}
+
+type imdsSilence struct{}
+
+func (imdsSilence) Error() string { return "did not answer within " + IMDSTimeout.String() + " (not on EC2?)" }
+func (imdsSilence) Unwrap() error { return context.DeadlineExceeded }
 
 // boundedIMDS is the IMDS client of the EC2 role credentials provider: the
 // SDK's, built from the loaded configuration, with each question bounded by
 // IMDSTimeout.
 type boundedIMDS struct {
-	client atomic.Pointer[imds.Client] // set once the configuration is loaded
+	client     atomic.Pointer[imds.Client] // set once the configuration is loaded
+	unanswered atomic.Bool                 // the Region question got no answer
 }
 
 // GetMetadata asks IMDS, waiting at most IMDSTimeout.
@@ -128,6 +145,9 @@ func (b *boundedIMDS) GetMetadata(ctx context.Context, in *imds.GetMetadataInput
 	c := b.client.Load()
 	if c == nil {
 		return nil, errors.New("stsauth: instance metadata asked before the AWS configuration was loaded")
+	}
+	if b.unanswered.Load() {
+		return nil, fmt.Errorf("the EC2 instance metadata service %w", errIMDSUnanswered)
 	}
 	ctx, cancel := context.WithTimeout(ctx, IMDSTimeout)
 	defer cancel()

@@ -2,6 +2,7 @@ package stsauth
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -111,11 +112,19 @@ func TestLoadAWSConfigWithoutRegion(t *testing.T) {
 		fake.SetHang(true)
 		isolateAWS(t, fake.URL)
 		start := time.Now()
-		_, _, err := LoadAWSConfig(context.Background())
+		cfg, _, err := LoadAWSConfig(context.Background())
 		require.ErrorIs(t, err, ErrNoRegion)
-		assert.Contains(t, err.Error(), "did not answer within 1s")
+		assert.Contains(t, err.Error(), "did not answer within 1s (not on EC2?)")
 		// Bounded by IMDSTimeout; the slack is for a loaded machine.
 		assert.Less(t, time.Since(start), IMDSTimeout+4*time.Second)
+
+		// The configuration still checks its credentials, without waiting
+		// for the same silence again.
+		calls := fake.Calls()
+		_, err = cfg.Credentials.Retrieve(context.Background())
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "did not answer within 1s")
+		assert.Equal(t, calls, fake.Calls(), "IMDS asked again")
 	})
 }
 
@@ -138,6 +147,7 @@ func TestInstanceCredentialsFailFast(t *testing.T) {
 	elapsed := time.Since(start)
 	assert.GreaterOrEqual(t, elapsed, IMDSTimeout/2, "it did ask IMDS")
 	assert.Less(t, elapsed, IMDSTimeout+4*time.Second, "bounded by IMDSTimeout, not the SDK's retries")
+	assert.Contains(t, Explain(fmt.Errorf("%w: %w", ErrNoCredentials, err)).Cause, "which did not answer")
 
 	fake.SetHang(false)
 	fake.SetRole("")
@@ -151,6 +161,7 @@ func TestInstanceCredentialsFailFast(t *testing.T) {
 	require.ErrorIs(t, err, ErrNoCredentials)
 	x := Explain(err)
 	assert.Equal(t, CodeNoCredentials, x.Code)
-	assert.Contains(t, x.Cause, "EC2 instance metadata service")
+	assert.Contains(t, x.Cause, "EC2 instance metadata")
+	assert.NotContains(t, x.Cause, "did not answer", "IMDS answered: no role")
 	assert.Zero(t, srv.Calls())
 }

@@ -61,13 +61,12 @@ var ErrNoCredentials = errors.New("stsauth: no AWS credentials")
 
 // credentialChainTried is what the AWS SDK's default credential chain looks
 // at, in order, for messages.
-const credentialChainTried = "the environment (AWS_ACCESS_KEY_ID), the shared config and credentials files (AWS_PROFILE), " +
-	"web identity (AWS_WEB_IDENTITY_TOKEN_FILE), the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI) " +
-	"and the EC2 instance metadata service"
+const credentialChainTried = "environment variables, the shared config and credentials files, web identity, " +
+	"the container credentials endpoint and EC2 instance metadata"
 
 // credentialsFix is the fix for missing credentials.
-const credentialsFix = "give the process AWS credentials: on EKS, EKS Pod Identity or IRSA for its service account; " +
-	"on ECS, a task role; on EC2, an instance profile; elsewhere AWS_PROFILE (after aws sso login) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+const credentialsFix = "give the process AWS credentials: AWS_PROFILE (after aws sso login) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; " +
+	"on AWS, a role (EKS Pod Identity or IRSA, an ECS task role, an EC2 instance profile)"
 
 // stsExplanations maps STS error codes to their cause and fix.
 var stsExplanations = map[string]Explanation{
@@ -147,15 +146,15 @@ func Explain(err error) *Explanation {
 		return &Explanation{Code: CodeInvalidRequest, Cause: "the audience or an option is invalid, so nothing was sent to STS",
 			Fix: "pass 1 to 10 audience values of 1 to 1000 characters, and options within the ranges their docs give"}
 	case errors.Is(err, ErrNoRegion):
-		return &Explanation{Code: CodeNoRegion, Cause: "no AWS Region is configured, and GetWebIdentityToken is served only by regional STS endpoints",
-			Fix: "set AWS_REGION (for example AWS_REGION=us-east-1) or a region in the profile; on EC2, allow the instance metadata service so the instance's Region is found"}
+		return &Explanation{Code: CodeNoRegion, Cause: "no AWS Region is configured (options, AWS_REGION, AWS_DEFAULT_REGION, the shared config) and the EC2 instance metadata service gave none; GetWebIdentityToken is served only by regional STS endpoints",
+			Fix: "set AWS_REGION (for example AWS_REGION=us-east-1) or a region in the profile; on EC2, let the process reach the instance metadata service"}
 	case errors.Is(err, ErrCredentialsExpiring):
 		return &Explanation{Code: CodeCredentialsExpiring, Cause: "the AWS credentials' session ends before even a 60 s token would",
 			Fix: "renew the credentials, or use credentials with a longer session (a role's maximum session duration)"}
 	case errors.Is(err, ErrNoCredentials):
-		x := &Explanation{Code: CodeNoCredentials, Cause: "the AWS SDK found no credentials in " + credentialChainTried, Fix: credentialsFix}
+		x := &Explanation{Code: CodeNoCredentials, Cause: "the AWS SDK got no credentials from " + credentialChainTried, Fix: credentialsFix}
 		if unanswered(err) {
-			x.Cause += ", which did not answer (not on EC2, or its hop limit is too low for a container)"
+			x.Cause += ", which did not answer (not on EC2?)"
 		}
 		return x
 	case errors.As(err, &api):

@@ -126,6 +126,8 @@ var proxyFlagSpecs = []flagSpec{
 	{name: "shutdown-delay", def: "0s", usage: "on SIGTERM, answer /readyz 503 at once but keep serving for this long before shutting down, so load balancers stop sending first; 0s to 5m"},
 	{name: "shutdown-timeout", def: defaultShutdownTimeout.String(), usage: "how long in-flight requests may take to finish on shutdown, after --shutdown-delay, more than 0"},
 	{name: "local-sts", kind: kindBool, def: "false", usage: "start an in-process STS emulator on loopback (local development only)"},
+	// --region has no env var of its own: the AWS SDK reads AWS_REGION.
+	{name: "region", usage: "AWS Region of the STS endpoint; unset: AWS_REGION, AWS_DEFAULT_REGION, the profile's region, or on EC2 the instance's (asked of instance metadata for at most 1s)", noEnv: true},
 	// --version has no env var: VERSION is commonly set in container
 	// images to something else, which must not break or alter startup.
 	{name: "version", kind: kindBool, def: "false", usage: "print the version and exit", noEnv: true},
@@ -223,7 +225,7 @@ var tokenCommand = &command{
 		"serving /healthz, /readyz and metrics on --metrics-listen-addr if given. " +
 		"Its environment variables are the proxy's; those of flags it does not take are ignored.",
 	flags: []string{"token-audience", "token-signing-algorithm", "token-duration", "token-tag", "token-fetch-timeout",
-		"output-file", "output-format", "refresh", "metrics-listen-addr", "local-sts", "log-level", "log-format"},
+		"output-file", "output-format", "refresh", "metrics-listen-addr", "local-sts", "region", "log-level", "log-format"},
 	defaults: map[string]string{"metrics-listen-addr": ""},
 	usage: map[string]string{
 		"token-audience":      "audience of the token, required: 1 to 10 values of at most 1000 characters (repeatable; env is a comma list)",
@@ -275,6 +277,7 @@ type config struct {
 	shutdownDelay     time.Duration // keep serving this long after the signal, not ready
 	shutdownTimeout   time.Duration
 	localSTS          bool
+	region            string // --region; empty leaves it to the AWS configuration
 	version           bool
 
 	inbound *inboundConfig // "stsproxy inbound" only
@@ -734,6 +737,12 @@ func validate(raw map[string]*rawValue) (*config, error) {
 		return nil, invalid(s, v, "want a duration from 0s to %v, such as 5s", maxShutdownDelay)
 	}
 
+	s, v = get("region")
+	if v != "" && !validRegion(v) {
+		return nil, &usageError{msg: fmt.Sprintf("invalid --%s %q: want an AWS Region such as us-east-1", s.name, v)}
+	}
+	c.region = v
+
 	s, v = get("shutdown-timeout")
 	if c.shutdownTimeout, err = parsePositiveDuration(v); err != nil {
 		return nil, invalid(s, v, "want a duration more than 0, such as 15s")
@@ -820,6 +829,15 @@ func checkListenAddr(v string) error {
 		return errors.New("port out of range 0 to 65535")
 	}
 	return nil
+}
+
+// validRegion reports whether v looks like an AWS Region name, such as
+// us-east-1 or us-gov-west-1: lowercase letters, digits and dashes.
+func validRegion(v string) bool {
+	if len(v) > 32 || strings.Trim(v, "-") != v {
+		return false
+	}
+	return strings.Trim(v, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
 }
 
 // validHeaderName reports whether v is a valid HTTP header field name (an

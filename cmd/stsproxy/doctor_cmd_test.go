@@ -93,38 +93,40 @@ func TestDoctor(t *testing.T) {
 	tests := []doctorCase{
 		{name: "all pass", args: append(audArgs, "--token-tag", "team=payments", "--token-signing-algorithm", "ES384", "--token-duration", "15m"), code: 0,
 			want: map[string][2]string{"region": {statusPass}, "credentials": {statusPass}, "caller identity": {statusPass},
-				"GetWebIdentityToken": {statusPass}, "token claims": {statusPass}, "issuer discovery": {statusPass},
-				"issuer keys": {statusPass}, "token signature": {statusPass}}},
+				"GetWebIdentityToken": {statusPass}, "issuer keys": {statusPass}, "token": {statusPass}},
+			detail: map[string]string{"region": "us-east-1 (from the test)", "token": "valid: iss http://127.0.0.1"}},
 		{name: "missing region", args: audArgs, code: 1,
 			opt:  func(o *sts.Options, _ *ststest.Server) { o.Region = "" },
-			want: map[string][2]string{"region": {statusFail, "set AWS_REGION"}, "credentials": {statusPass}, "caller identity": {statusSkip}, "GetWebIdentityToken": {statusSkip}}},
+			want: map[string][2]string{"region": {statusFail, "AWS_REGION (for example us-east-1), or add --local-sts"}, "credentials": {statusPass}, "caller identity": {statusSkip}, "GetWebIdentityToken": {statusSkip}}},
 		{name: "no credentials", args: audArgs, code: 1,
 			opt: func(o *sts.Options, _ *ststest.Server) {
 				o.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
 					return aws.Credentials{}, errors.New("failed to refresh cached credentials, no EC2 IMDS role found")
 				})
 			},
-			want: map[string][2]string{"region": {statusPass}, "credentials": {statusFail, "EKS Pod Identity or IRSA"}, "GetWebIdentityToken": {statusSkip}}},
+			want:   map[string][2]string{"region": {statusPass}, "credentials": {statusFail, "EKS Pod Identity or IRSA"}, "GetWebIdentityToken": {statusSkip}},
+			detail: map[string]string{"credentials": "no EC2 IMDS role found"}},
 		{name: "invalid credentials", args: audArgs, code: 1,
 			setup: func(s *ststest.Server) { s.FailCallerIdentity("InvalidClientTokenId") },
-			want:  map[string][2]string{"caller identity": {statusFail, "not valid AWS credentials"}, "GetWebIdentityToken": {statusPass}}},
+			want:  map[string][2]string{"caller identity": {statusFail, "replace them"}, "GetWebIdentityToken": {statusPass}}},
 		{name: "expired credentials", args: audArgs, code: 1,
-			setup: func(s *ststest.Server) { s.FailCallerIdentity("ExpiredToken") },
-			want:  map[string][2]string{"caller identity": {statusFail, "have expired"}}},
+			setup:  func(s *ststest.Server) { s.FailCallerIdentity("ExpiredToken") },
+			want:   map[string][2]string{"caller identity": {statusFail, "aws sso login"}},
+			detail: map[string]string{"caller identity": "the credentials have expired"}},
 		{name: "federation disabled", args: audArgs, code: 1, setup: failing("OutboundWebIdentityFederationDisabledException"),
 			want: map[string][2]string{"caller identity": {statusPass}, "GetWebIdentityToken": {statusFail, "aws iam enable-outbound-web-identity-federation"},
-				"token claims": {statusSkip}, "token signature": {statusSkip}}},
+				"issuer keys": {statusSkip}, "token": {statusSkip}}},
 		{name: "access denied", args: append(audArgs, "--token-tag", "team=payments"), code: 1, setup: failing("AccessDenied"),
 			want: map[string][2]string{"GetWebIdentityToken": {statusFail, `"ForAllValues:StringEquals": {
           "sts:IdentityTokenAudience": [
             "https://api.example.com"
           ]`}}},
 		{name: "access denied names the caller", args: audArgs, code: 1, setup: failing("AccessDenied"),
-			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "attach this identity policy to the role or user behind arn:aws:sts::123456789012:assumed-role/ststest/ststest-session"}}},
+			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "to attach to the role or user behind arn:aws:sts::123456789012:assumed-role/ststest/ststest-session"}}},
 		{name: "session shorter than the token: tokens fitted to it, as the proxy gets", args: audArgs, code: 0,
 			setup: func(s *ststest.Server) { s.SetSessionExpiry(time.Now().Add(20 * time.Minute)) },
 			want: map[string][2]string{"credentials": {statusPass}, "GetWebIdentityToken": {statusPass},
-				"token claims": {statusPass}, "token signature": {statusPass}},
+				"issuer keys": {statusPass}, "token": {statusPass}},
 			detail:   map[string]string{"GetWebIdentityToken": "before a --token-duration 1h0m0s token would end, so the proxy asks for tokens that end a minute before them (18m"},
 			noDetail: map[string]string{"GetWebIdentityToken": "refused"}},
 		{name: "session expiry unknown up front: shorter tokens after a refused call", args: audArgs, code: 0,
@@ -137,20 +139,20 @@ func TestDoctor(t *testing.T) {
 					return c, err
 				})
 			},
-			want: map[string][2]string{"GetWebIdentityToken": {statusPass}, "token claims": {statusPass}, "token signature": {statusPass}},
+			want: map[string][2]string{"GetWebIdentityToken": {statusPass}, "issuer keys": {statusPass}, "token": {statusPass}},
 			detail: map[string]string{"GetWebIdentityToken": "STS refused --token-duration 1h0m0s because the credentials' session ends sooner, so the proxy gets 15m0s tokens after a refused call",
-				"token claims": "lifetime 15m0s"}},
+				"token": "lifetime 15m0s"}},
 		{name: "STS mints shorter tokens than asked", args: audArgs, code: 1,
 			setup:  func(s *ststest.Server) { s.SetTokenLifetime(10 * time.Minute) },
-			want:   map[string][2]string{"GetWebIdentityToken": {statusPass}, "token claims": {statusFail, "points at AWS STS"}},
-			detail: map[string]string{"token claims": "lifetime 10m0s is shorter than the requested 1h0m0s"}},
+			want:   map[string][2]string{"GetWebIdentityToken": {statusPass}, "token": {statusFail, "points at AWS STS"}},
+			detail: map[string]string{"token": "lifetime 10m0s is shorter than asked for (--token-duration 1h0m0s)"}},
 		{name: "session ending within a minute", args: audArgs, code: 1,
 			setup: func(s *ststest.Server) { s.SetSessionExpiry(time.Now().Add(50 * time.Second)) },
-			want:  map[string][2]string{"credentials": {statusPass}, "GetWebIdentityToken": {statusFail, "renew them, or use credentials with a longer session"}}},
+			want:  map[string][2]string{"credentials": {statusPass}, "GetWebIdentityToken": {statusFail, "renew the credentials, or use credentials with a longer session"}}},
 		{name: "payload too large", args: audArgs, code: 1, setup: failing("JWTPayloadSizeExceededException"),
-			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "fewer or shorter --token-tag"}}},
+			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "stsproxy --token-tag"}}},
 		{name: "region disabled", args: audArgs, code: 1, setup: failing("RegionDisabledException"),
-			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "STS is not enabled in us-east-1"}}},
+			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "activate the Region in the account settings (IAM console, Security Token Service regions), or use an enabled Region (AWS_REGION); the proxy uses us-east-1"}}},
 		{name: "throttled", args: audArgs, code: 1, setup: failing("Throttling"),
 			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "retry later"}}},
 		{name: "STS unreachable", args: audArgs, code: 1,
@@ -162,18 +164,18 @@ func TestDoctor(t *testing.T) {
 			want: map[string][2]string{"caller identity": {statusFail, "is reachable"}, "GetWebIdentityToken": {statusFail, "is reachable"}}},
 		{name: "issuer keys offline", args: audArgs, code: 1,
 			setup: func(s *ststest.Server) { s.SetJWKSStatus(http.StatusServiceUnavailable) },
-			want: map[string][2]string{"GetWebIdentityToken": {statusPass}, "token claims": {statusPass},
-				"issuer discovery": {statusFail, "reachable from them"}, "issuer keys": {statusSkip}, "token signature": {statusFail, "reachable from them"}}},
+			want: map[string][2]string{"GetWebIdentityToken": {statusPass},
+				"issuer keys": {statusFail, "reachable from them"}, "token": {statusSkip}}},
 		{name: "altered signature", args: audArgs, code: 1,
 			opt: func(o *sts.Options, _ *ststest.Server) { o.HTTPClient = tamperSignature(o.HTTPClient) },
-			want: map[string][2]string{"token claims": {statusPass}, "issuer keys": {statusPass},
-				"token signature": {statusFail, "not signed by a key its issuer publishes"}}},
+			want: map[string][2]string{"GetWebIdentityToken": {statusPass}, "issuer keys": {statusPass},
+				"token": {statusFail, "not signed by a key its issuer publishes"}}},
 		{name: "malformed token from STS", args: audArgs, code: 1,
 			opt: func(o *sts.Options, _ *ststest.Server) {
 				o.HTTPClient = rewriteTokens(o.HTTPClient, func(string) string { return "not a token" })
 			},
 			want: map[string][2]string{"caller identity": {statusPass},
-				"GetWebIdentityToken": {statusFail, "the proxy refuses what"}, "token claims": {statusSkip}},
+				"GetWebIdentityToken": {statusFail, "AWS_ENDPOINT_URL_STS"}, "issuer keys": {statusSkip}},
 			detail: map[string]string{"GetWebIdentityToken": "not a compact JWS"}},
 		{name: "any host allowed: no audience to test", args: []string{"--allowed-hosts", "*"}, code: 1,
 			want: map[string][2]string{"GetWebIdentityToken": {statusFail, "--token-audience"}}},
@@ -181,9 +183,9 @@ func TestDoctor(t *testing.T) {
 			want: map[string][2]string{"caller identity": {statusPass}, "GetWebIdentityToken": {statusFail, "--token-audience"}}},
 		{name: "exact allowed hosts are tested, wildcards not", args: []string{"--allowed-hosts", "a.example,*.b.example,c.example:8443"}, code: 0,
 			want: map[string][2]string{"GetWebIdentityToken [https://a.example]": {statusPass}, "GetWebIdentityToken [https://c.example]": {statusPass},
-				"token signature [https://c.example]": {statusPass}}},
+				"token [https://c.example]": {statusPass}}},
 		{name: "pinned upstream's origin", args: []string{"--upstream-host", "API.example.com:8443"}, code: 0,
-			want: map[string][2]string{"token signature [https://api.example.com]": {statusPass}}},
+			want: map[string][2]string{"token [https://api.example.com]": {statusPass}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -231,12 +233,12 @@ func runDoctorCase(t *testing.T, tc doctorCase, now time.Time) (doctorReport, st
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	deps := doctorDeps{
-		stsOptions: func(context.Context, *config) (sts.Options, func(), error) {
+		aws: func(context.Context, *config, func(string) string) (doctorAWS, error) {
 			o := srv.Client().Options()
 			if tc.opt != nil {
 				tc.opt(&o, srv)
 			}
-			return o, func() {}, nil
+			return doctorAWS{opts: o, regionSource: "the test"}, nil
 		},
 		httpClient: &http.Client{Transport: tr},
 		now:        func() time.Time { return now },
@@ -267,8 +269,9 @@ func TestDoctorLocalSTS(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), []string{"doctor", "--local-sts", "--token-audience", "https://api.example.com"}, envOf(nil), &stdout, &stderr)
 	assert.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-	assert.Contains(t, stdout.String(), "PASS  token signature [https://api.example.com]: valid")
-	assert.Contains(t, stdout.String(), "all 8 checks passed")
+	assert.Contains(t, stdout.String(), "PASS  region: us-east-1 (from the --local-sts emulator)")
+	assert.Contains(t, stdout.String(), "PASS  token [https://api.example.com]: valid")
+	assert.Contains(t, stdout.String(), "all 6 checks passed")
 }
 
 func TestDoctorFlags(t *testing.T) {

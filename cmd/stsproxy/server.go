@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/stsauth/stsauth"
 	"github.com/stsauth/stsauth/ststest"
@@ -144,7 +143,7 @@ func newLogger(cfg *config, w io.Writer) *slog.Logger {
 
 // newSTSClient returns the STS client: the one "stsproxy demo" set, the
 // in-process emulator with --local-sts, else one from the default AWS
-// configuration chain (which honours AWS_ENDPOINT_URL_STS). The caller must
+// configuration chain (see loadAWS; it honours AWS_ENDPOINT_URL_STS). The caller must
 // call cleanup.
 func newSTSClient(ctx context.Context, cfg *config, log *slog.Logger) (client stsauth.GetWebIdentityTokenAPIClient, cleanup func(), err error) {
 	if cfg.sts != nil {
@@ -156,13 +155,11 @@ func newSTSClient(ctx context.Context, cfg *config, log *slog.Logger) (client st
 			"issuer", srv.Issuer(), "jwks_url", srv.JWKSURL())
 		return srv.Client(), srv.Close, nil
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	awsCfg, src, err := loadAWS(ctx, cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("stsproxy: load AWS configuration: %w", err)
+		return nil, nil, err
 	}
-	if awsCfg.Region == "" {
-		return nil, nil, stsauth.ErrNoRegion
-	}
+	log.Debug("AWS region", "region", awsCfg.Region, "source", string(src))
 	return sts.NewFromConfig(awsCfg), func() {}, nil
 }
 

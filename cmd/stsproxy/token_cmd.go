@@ -47,23 +47,36 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 // names (see newSTSClient) and prints it on stdout, or writes it to
 // --output-file, for "stsproxy token" and "stsproxy demo token". This and
 // the token file are the only places a token is ever printed or written. A
-// failure is one line on stderr in cmd's shape; the token source logs its
-// own warnings with cfg's logger. It returns the exit code.
+// failure to get the token is one line on stderr in cmd's shape, saying what
+// was tried and what to do (stsauth.Explain); the error itself, and the
+// token source's own records, are for --log-level debug. It returns the exit
+// code.
 func printToken(ctx context.Context, cmd *command, cfg *config, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
+	fail := func(err error) int {
+		log.Debug("token failed", "error", err.Error())
+		return cmd.fail(stderr, 1, "%s (--log-level debug shows the error)", explainLine(err))
+	}
 	client, cleanup, err := newSTSClient(ctx, cfg, log)
 	if err != nil {
-		return cmd.fail(stderr, 1, "%v", err)
+		return fail(err)
 	}
 	defer cleanup()
-	ts, err := newTokenSource(cfg, client, noop.NewMeterProvider(), log)
+	tsLog := slog.New(slog.DiscardHandler)
+	if cfg.logLevel <= slog.LevelDebug {
+		tsLog = log
+	}
+	ts, err := newTokenSource(cfg, client, noop.NewMeterProvider(), tsLog)
 	if err != nil {
-		return cmd.fail(stderr, 1, "%v", err)
+		return fail(err)
 	}
 	defer ts.Close()
+	// Off AWS with no credentials this fails in about a second: the source
+	// asks the credentials first (instance metadata bounded by
+	// stsauth.IMDSTimeout) and makes no STS call without them.
 	tok, err := ts.Token(ctx, cfg.audience)
 	if err != nil {
-		return cmd.fail(stderr, 1, "%v", err)
+		return fail(err)
 	}
 	if cfg.outputFile != "" {
 		if err := newTokenFile(cfg.outputFile, cfg.outputFormat, log).write(tok); err != nil {
