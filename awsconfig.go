@@ -129,7 +129,9 @@ var errIMDSUnanswered error = imdsSilence{}
 
 type imdsSilence struct{}
 
-func (imdsSilence) Error() string { return "did not answer within " + IMDSTimeout.String() + " (not on EC2?)" }
+func (imdsSilence) Error() string {
+	return "did not answer within " + IMDSTimeout.String() + " (not on EC2?)"
+}
 func (imdsSilence) Unwrap() error { return context.DeadlineExceeded }
 
 // boundedIMDS is the IMDS client of the EC2 role credentials provider: the
