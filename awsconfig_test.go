@@ -3,7 +3,6 @@ package stsauth
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,31 +16,16 @@ import (
 	"github.com/stsauth/stsauth/ststest"
 )
 
-// isolateAWS empties the AWS environment of the test process: no region, no
-// credentials, empty shared files, and IMDS at imdsURL (never the real
-// 169.254.169.254). It returns the shared config file's path.
-func isolateAWS(t *testing.T, imdsURL string) string {
+// isolateAWS applies fake's environment (see ststest.IMDS.Env) to the test
+// process, for the SDK reads it. It returns the shared config file.
+func isolateAWS(t *testing.T, fake *ststest.IMDS) string {
 	dir := t.TempDir()
+	for k, v := range fake.Env(dir) {
+		t.Setenv(k, v)
+	}
 	cfgFile := filepath.Join(dir, "config")
 	require.NoError(t, os.WriteFile(cfgFile, nil, 0o600))
-	for _, k := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-		"AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_EC2_METADATA_DISABLED"} {
-		t.Setenv(k, "")
-	}
-	t.Setenv("AWS_CONFIG_FILE", cfgFile)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
-	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imdsURL)
 	return cfgFile
-}
-
-// closedURL returns an http URL on loopback where nothing listens.
-func closedLoopbackURL(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return "http://" + addr
 }
 
 func TestLoadAWSConfigRegionSource(t *testing.T) {
@@ -49,7 +33,7 @@ func TestLoadAWSConfigRegionSource(t *testing.T) {
 	t.Cleanup(fake.Close)
 
 	t.Run("option", func(t *testing.T) {
-		isolateAWS(t, fake.URL)
+		isolateAWS(t, fake)
 		t.Setenv("AWS_REGION", "us-east-1")
 		cfg, src, err := LoadAWSConfig(context.Background(), awsconfig.WithRegion("ap-south-1"))
 		require.NoError(t, err)
@@ -57,7 +41,7 @@ func TestLoadAWSConfigRegionSource(t *testing.T) {
 		assert.Equal(t, RegionFromOptions, src)
 	})
 	t.Run("environment", func(t *testing.T) {
-		isolateAWS(t, fake.URL)
+		isolateAWS(t, fake)
 		t.Setenv("AWS_DEFAULT_REGION", "us-west-2")
 		cfg, src, err := LoadAWSConfig(context.Background())
 		require.NoError(t, err)
@@ -65,7 +49,7 @@ func TestLoadAWSConfigRegionSource(t *testing.T) {
 		assert.Equal(t, RegionFromEnvironment, src)
 	})
 	t.Run("shared config", func(t *testing.T) {
-		cfgFile := isolateAWS(t, fake.URL)
+		cfgFile := isolateAWS(t, fake)
 		require.NoError(t, os.WriteFile(cfgFile, []byte("[default]\nregion = eu-central-1\n"), 0o600))
 		cfg, src, err := LoadAWSConfig(context.Background())
 		require.NoError(t, err)
@@ -75,7 +59,7 @@ func TestLoadAWSConfigRegionSource(t *testing.T) {
 	before := fake.Calls()
 	assert.Zero(t, before, "a configured region asks IMDS nothing")
 	t.Run("instance metadata", func(t *testing.T) {
-		isolateAWS(t, fake.URL)
+		isolateAWS(t, fake)
 		cfg, src, err := LoadAWSConfig(context.Background())
 		require.NoError(t, err)
 		assert.Equal(t, "eu-west-3", cfg.Region)
@@ -93,7 +77,7 @@ func TestLoadAWSConfigWithoutRegion(t *testing.T) {
 	t.Run("IMDS disabled", func(t *testing.T) {
 		fake := ststest.NewIMDS("eu-west-3")
 		t.Cleanup(fake.Close)
-		isolateAWS(t, fake.URL)
+		isolateAWS(t, fake)
 		t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 		_, _, err := LoadAWSConfig(context.Background())
 		require.ErrorIs(t, err, ErrNoRegion)
@@ -101,7 +85,9 @@ func TestLoadAWSConfigWithoutRegion(t *testing.T) {
 		assert.Zero(t, fake.Calls())
 	})
 	t.Run("nothing listens", func(t *testing.T) {
-		isolateAWS(t, closedLoopbackURL(t))
+		fake := ststest.NewIMDS("eu-west-3")
+		fake.Close() // its port now refuses connections
+		isolateAWS(t, fake)
 		_, _, err := LoadAWSConfig(context.Background())
 		require.ErrorIs(t, err, ErrNoRegion)
 		assert.Equal(t, CodeNoRegion, Explain(err).Code)
@@ -110,7 +96,7 @@ func TestLoadAWSConfigWithoutRegion(t *testing.T) {
 		fake := ststest.NewIMDS("eu-west-3")
 		t.Cleanup(fake.Close)
 		fake.SetHang(true)
-		isolateAWS(t, fake.URL)
+		isolateAWS(t, fake)
 		start := time.Now()
 		cfg, _, err := LoadAWSConfig(context.Background())
 		require.ErrorIs(t, err, ErrNoRegion)
@@ -136,7 +122,7 @@ func TestInstanceCredentialsFailFast(t *testing.T) {
 	fake := ststest.NewIMDS("")
 	t.Cleanup(fake.Close)
 	fake.SetHang(true)
-	isolateAWS(t, fake.URL)
+	isolateAWS(t, fake)
 	t.Setenv("AWS_REGION", "us-east-1")
 	cfg, _, err := LoadAWSConfig(context.Background())
 	require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,26 @@ func (m *IMDS) SetRole(role string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.role = role
+}
+
+// Env returns the environment that points the AWS SDK at the fake and at
+// nothing else: no region, no credentials or profile, the shared config and
+// credentials files under dir (which the caller creates), and instance
+// metadata at [IMDS.URL], so the real 169.254.169.254 is never contacted.
+// Apply it with t.Setenv, or pass it to a child process.
+func (m *IMDS) Env(dir string) map[string]string {
+	env := map[string]string{
+		"AWS_CONFIG_FILE":                   filepath.Join(dir, "config"),
+		"AWS_SHARED_CREDENTIALS_FILE":       filepath.Join(dir, "credentials"),
+		"AWS_EC2_METADATA_SERVICE_ENDPOINT": m.URL,
+	}
+	for _, k := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+		"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+		"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_EC2_METADATA_DISABLED",
+		"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS"} {
+		env[k] = ""
+	}
+	return env
 }
 
 // Calls returns how many requests the fake has received.

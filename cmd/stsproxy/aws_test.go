@@ -17,24 +17,17 @@ import (
 	"github.com/stsauth/stsauth/ststest"
 )
 
-// isolateAWS empties the AWS environment of the test process for the SDK
-// (which reads the process environment, not run's getenv): no region, no
-// credentials, empty shared files, STS at stsURL if set, and instance
-// metadata at imdsURL, never the real 169.254.169.254. It returns the
-// shared config file. Tests that call it cannot run in parallel.
-func isolateAWS(t *testing.T, imdsURL, stsURL string) string {
+// isolateAWS applies fake's environment (see ststest.IMDS.Env) to the test
+// process, for the SDK reads it, with STS at stsURL. It returns the shared
+// config file. Tests that call it cannot run in parallel.
+func isolateAWS(t *testing.T, fake *ststest.IMDS, stsURL string) string {
 	dir := t.TempDir()
+	for k, v := range fake.Env(dir) {
+		t.Setenv(k, v)
+	}
+	t.Setenv("AWS_ENDPOINT_URL_STS", stsURL)
 	cfgFile := filepath.Join(dir, "config")
 	require.NoError(t, os.WriteFile(cfgFile, nil, 0o600))
-	for _, k := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID",
-		"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
-		"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_EC2_METADATA_DISABLED"} {
-		t.Setenv(k, "")
-	}
-	t.Setenv("AWS_CONFIG_FILE", cfgFile)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
-	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imdsURL)
-	t.Setenv("AWS_ENDPOINT_URL_STS", stsURL)
 	return cfgFile
 }
 
@@ -72,7 +65,7 @@ func TestDoctorRegionSource(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfgFile := isolateAWS(t, fake.URL, srv.URL)
+			cfgFile := isolateAWS(t, fake, srv.URL)
 			if tc.conf != "" {
 				require.NoError(t, os.WriteFile(cfgFile, []byte(tc.conf), 0o600))
 			}
@@ -127,7 +120,7 @@ func TestWithoutAWSFailsFast(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			isolateAWS(t, fake.URL, closedLoopbackURL(t))
+			isolateAWS(t, fake, closedLoopbackURL(t))
 			t.Setenv("AWS_REGION", tc.region)
 			var stdout, stderr bytes.Buffer
 			start := time.Now()
