@@ -84,6 +84,16 @@ func stripComments(doc string) string {
 	return b.String()
 }
 
+// table returns the values table at a dotted path, or nil if there is none
+// (chartutil's Values.Table returns something else then).
+func table(vals chartutil.Values, path string) chartutil.Values {
+	t, err := vals.Table(path)
+	if err != nil {
+		return nil
+	}
+	return t
+}
+
 // ciValues returns the chart's ci/*-values.yaml cases, as chart-testing
 // finds them.
 func ciValues(t *testing.T) []string {
@@ -115,9 +125,18 @@ func TestHelmChart(t *testing.T) {
 				inbound = inbound || slices.ContainsFunc(cs, func(c corev1.Container) bool { return c.Name == "stsproxy-inbound" })
 			}
 			assert.Equal(t, vals["inbound"] != nil, inbound, "the inbound verifier is rendered exactly when enabled")
-			sm, _ := vals.Table("metrics.serviceMonitor")
+			sm := table(vals, "metrics.serviceMonitor")
 			assert.Equal(t, sm["enabled"] == true, len(objs.serviceMonitors) == 1, "a ServiceMonitor exactly when enabled")
-			as, _ := vals.Table("autoscaling")
+			m := table(vals, "metrics")
+			pa := table(vals, "podAnnotations")
+			for _, d := range objs.deployments {
+				ann := d.Spec.Template.Annotations
+				assert.Equal(t, m["scrapeAnnotations"] != false, ann["prometheus.io/scrape"] == "true", "%s: scrape annotations exactly when metrics.scrapeAnnotations", d.Name)
+				for k, v := range pa {
+					assert.Equal(t, v, ann[k], "%s: podAnnotations", d.Name)
+				}
+			}
+			as := table(vals, "autoscaling")
 			assert.Equal(t, as["enabled"] == true, len(objs.hpas) == 1, "a HorizontalPodAutoscaler exactly when enabled")
 		})
 	}

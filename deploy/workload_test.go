@@ -556,6 +556,25 @@ func checkInbound(t *testing.T, d *appsv1.Deployment, c corev1.Container, flags 
 	}
 }
 
+// checkScrapeAnnotations checks the prometheus.io pod annotations, for a
+// Prometheus that discovers pods by annotation: on the admin port and
+// --metrics-path, and never on a sidecar, whose admin port no other pod
+// reaches.
+func checkScrapeAnnotations(t *testing.T, d *appsv1.Deployment, c corev1.Container, flags map[string]string, sidecar bool) {
+	t.Helper()
+	ann := d.Spec.Template.Annotations
+	if ann["prometheus.io/scrape"] != "true" {
+		return
+	}
+	assert.False(t, sidecar, "%s: a sidecar's admin port is closed to Prometheus, so no scrape annotation", d.Name)
+	assert.Equal(t, strconv.Itoa(int(port(t, flags["metrics-listen-addr"], ":9090"))), ann["prometheus.io/port"], "%s: prometheus.io/port is the admin port", d.Name)
+	path := flags["metrics-path"]
+	if path == "" {
+		path = "/metrics"
+	}
+	assert.Equal(t, path, ann["prometheus.io/path"], "%s: prometheus.io/path is --metrics-path", d.Name)
+}
+
 // minReplicas is the fewest replicas a Deployment runs: its replicas, or
 // the minimum of the HorizontalPodAutoscaler that scales it, which then
 // owns the field.
@@ -701,7 +720,10 @@ func checkSharedProxyIngress(t *testing.T, d *appsv1.Deployment, c corev1.Contai
 		assert.False(t, admits(sc.ns, sc.pod, proxyPort), "Prometheus in %s does not reach the proxy port", sc.ns)
 	}
 
-	// What scrapes the admin port is what the policy admits.
+	// What scrapes the admin port is what the policy admits, and something
+	// does: scrape annotations, or a monitor of the Prometheus Operator.
+	assert.True(t, d.Spec.Template.Annotations["prometheus.io/scrape"] == "true" || len(objs.podMonitors)+len(objs.serviceMonitors) > 0,
+		"%s: the admin port is scraped, through prometheus.io annotations or a PodMonitor or ServiceMonitor", d.Name)
 	metricsPath := flags["metrics-path"]
 	if metricsPath == "" {
 		metricsPath = "/metrics"
@@ -960,6 +982,7 @@ func checkDeployments(t *testing.T, bin string, flagsOf func(c corev1.Container)
 			flags := pf.effective(t, c)
 			checkProbes(t, c, flags)
 			checkGracePeriod(t, spec, flags)
+			checkScrapeAnnotations(t, d, c, flags, sidecars[i])
 			if isInbound(c) {
 				// stsproxy inbound makes no AWS call: no credentials, no
 				// Pod Identity agent.

@@ -65,6 +65,24 @@ being OOM-killed at it. */}}
       resource: limits.memory
 {{- end }}
 
+{{/* The pods' annotations: podAnnotations, and with
+metrics.scrapeAnnotations the prometheus.io ones for a Prometheus that
+discovers pods by annotation, on the admin port (.port); the NetworkPolicy
+admits the monitoring pods to it. */}}
+{{- define "stsproxy.podAnnotations" -}}
+{{- $ann := dict }}
+{{- if .Values.metrics.scrapeAnnotations }}
+{{- $_ := set $ann "prometheus.io/scrape" "true" }}
+{{- $_ := set $ann "prometheus.io/port" (toString .port) }}
+{{- $_ := set $ann "prometheus.io/path" .Values.metrics.path }}
+{{- end }}
+{{- $ann = mergeOverwrite $ann (.Values.podAnnotations | default dict) }}
+{{- with $ann }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
 {{/* Egress rules for DNS, HTTPS on the given ports (anywhere but
 link-local), and the EKS Pod Identity agent: nothing else on link-local,
 in particular not the instance metadata service. */}}
