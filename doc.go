@@ -37,7 +37,9 @@
 // and STS failing, requests get the last error at once until the backoff
 // allows another call; failures every set shares (credentials, throttling,
 // the network) back off the whole source, and at most 32 STS calls run at
-// once.
+// once. [WithFallback] adds STS clients of other regions, asked in turn when
+// a region fails (throttling, a 5xx, the network, a timeout), never when it
+// answers about the request.
 //
 // A token's lifetime is read from its own iat and exp claims and counted from
 // the local moment its fetch started, so a local clock that disagrees with

@@ -39,6 +39,7 @@ type metrics struct {
 	staleServed     metric.Int64ObservableCounter // token.stale.served.count
 	refreshFailures metric.Int64Counter           // token.refresh.failure.count
 	evictions       metric.Int64Counter           // token.cache.eviction.count
+	fallbacks       metric.Int64Counter           // token.fetch.fallback.count {region, error_class}
 	cached          metric.Int64ObservableGauge
 	registration    metric.Registration
 
@@ -108,6 +109,7 @@ func newMetrics(mp metric.MeterProvider, cachedAudiences func() int64) (*metrics
 	m.misses = counter("token.cache.miss.count", "Token requests that found no usable cached token.")
 	m.refreshFailures = counter("token.refresh.failure.count", "Background refreshes that failed while a valid token was still served.")
 	m.evictions = counter("token.cache.eviction.count", "Audience sets evicted from the cache to make room.")
+	m.fallbacks = counter("token.fetch.fallback.count", "STS calls that failed in a region (throttling, 5xx, network, timeout) and moved on to the next region, by the region that failed and error class. Only with fallback regions.")
 	var e error
 	m.fetchDuration, e = meter.Float64Histogram("token.fetch.duration",
 		metric.WithDescription("Duration of STS GetWebIdentityToken calls."), metric.WithUnit("s"),
@@ -168,20 +170,33 @@ func (m *metrics) attrsFor(aud Audience) *audienceAttrs {
 	return a
 }
 
-// recordFetch counts one STS call and its duration. The attributes are those
+// recordFetch counts one fetch and its duration. The attributes are those
 // of aws-outbound-jwt-proxy: result "ok" or "error", and error_class only on
-// errors.
-func (m *metrics) recordFetch(ctx context.Context, a *audienceAttrs, d time.Duration, err error) {
-	attrs := metric.WithAttributes(attribute.String("audience", a.label), attribute.String("result", "ok"))
-	if err != nil {
-		attrs = metric.WithAttributes(
-			attribute.String("audience", a.label),
-			attribute.String("result", "error"),
-			attribute.String("error_class", errorClass(err)),
-		)
+// errors; with fallbacks ([WithFallback]) also region, the region that
+// answered (or, on errors, the last one asked).
+func (m *metrics) recordFetch(ctx context.Context, a *audienceAttrs, region string, d time.Duration, err error) {
+	kv := make([]attribute.KeyValue, 0, 4)
+	kv = append(kv, attribute.String("audience", a.label))
+	if err == nil {
+		kv = append(kv, attribute.String("result", "ok"))
+	} else {
+		kv = append(kv, attribute.String("result", "error"), attribute.String("error_class", errorClass(err)))
 	}
+	if region != "" {
+		kv = append(kv, attribute.String("region", region))
+	}
+	attrs := metric.WithAttributes(kv...)
 	m.fetches.Add(ctx, 1, attrs)
 	m.fetchDuration.Record(ctx, d.Seconds(), attrs)
+}
+
+// recordFallback counts a call that failed in region and moved on to the
+// next region.
+func (m *metrics) recordFallback(ctx context.Context, region string, err error) {
+	m.fallbacks.Add(ctx, 1, metric.WithAttributes(
+		attribute.String("region", region),
+		attribute.String("error_class", errorClass(err)),
+	))
 }
 
 // errorClassMintRate is the error_class of a Token call refused by the mint

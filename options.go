@@ -71,6 +71,7 @@ type config struct {
 	mintRate              float64
 	mintBurst             int
 	onChurn               func(evictions int, window time.Duration)
+	fallbacks             []GetWebIdentityTokenAPIClient
 }
 
 func defaultConfig() config {
@@ -251,6 +252,11 @@ func (c *config) validate() error {
 	}
 	if c.mintRate > 0 && c.mintBurst < 1 {
 		return fmt.Errorf("stsauth: %w: mint burst %d, want at least 1", ErrInvalidOption, c.mintBurst)
+	}
+	for i, f := range c.fallbacks {
+		if f == nil {
+			return fmt.Errorf("stsauth: %w: fallback client %d is nil", ErrInvalidOption, i+1)
+		}
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)

@@ -32,19 +32,33 @@ const codeSessionEscalation = "SessionDurationEscalationException"
 // sooner. Renewing the credentials is the cure.
 var ErrCredentialsExpiring = errors.New("stsauth: the AWS credentials expire in less than the 60 s shortest token lifetime")
 
-// call makes the GetWebIdentityToken call for e. It asks for the configured
-// duration, shortened to end sessionMargin before the credentials expire
-// when their expiry is known; if STS still answers
-// SessionDurationEscalationException it halves the duration, down to
-// MinDuration, and asks again within the same fetch. It returns the duration
-// of the call that answered and why it is shorter than the configured one.
-func (ts *TokenSource) call(ctx context.Context, e *entry) (*sts.GetWebIdentityTokenOutput, time.Duration, Shortening, error) {
+// call makes the GetWebIdentityToken call for e, with the primary client or,
+// when fallbacks are set ([WithFallback]), with the regions in turn until one
+// answers; deadline is when the fetch times out. It returns the duration of
+// the call that answered, why it is shorter than the configured one, and
+// the region that answered (nil without fallbacks).
+func (ts *TokenSource) call(ctx context.Context, e *entry, deadline time.Time) (*sts.GetWebIdentityTokenOutput, time.Duration, Shortening, *region, error) {
 	requested, why, err := ts.sessionDuration(ctx)
 	if err != nil {
-		return nil, 0, NotShortened, err
+		return nil, 0, NotShortened, nil, err
 	}
+	if ts.regions == nil {
+		out, requested, why, err := ts.ask(ctx, ts.client, e, requested, why)
+		return out, requested, why, nil, err
+	}
+	return ts.askRegions(ctx, e, requested, why, deadline)
+}
+
+// ask makes the GetWebIdentityToken call for e with client. It asks for
+// requested, the configured duration or less (why), shortened to end
+// sessionMargin before the credentials expire when their expiry is known; if
+// STS still answers SessionDurationEscalationException it halves the
+// duration, down to MinDuration, and asks again within the same fetch. It
+// returns the duration of the call that answered and why it is shorter than
+// the configured one.
+func (ts *TokenSource) ask(ctx context.Context, client GetWebIdentityTokenAPIClient, e *entry, requested time.Duration, why Shortening) (*sts.GetWebIdentityTokenOutput, time.Duration, Shortening, error) {
 	for {
-		out, err := ts.client.GetWebIdentityToken(ctx, &sts.GetWebIdentityTokenInput{
+		out, err := client.GetWebIdentityToken(ctx, &sts.GetWebIdentityTokenInput{
 			Audience:         e.aud.Values(),
 			SigningAlgorithm: aws.String(ts.cfg.algorithm),
 			DurationSeconds:  aws.Int32(int32(requested / time.Second)),

@@ -183,6 +183,10 @@ func (e *TokenError) Unwrap() error { return e.Err }
 // fetch slot included, and at most [DefaultMaxConcurrentFetches] STS calls
 // (see [WithMaxConcurrentFetches]) run at once. However long the queue, no
 // Token call waits longer than the fetch timeout ([WithFetchTimeout]).
+// With fallback regions ([WithFallback]), a fetch that fails in one region
+// in a way another may not (throttling, a 5xx, the network, a timeout) asks
+// the next within the same timeout, and comes back to the primary once it
+// answers again.
 //
 // A token's serving window comes from its own iat and exp claims, counted
 // from the local moment its fetch started, so clock offsets between this
@@ -197,6 +201,7 @@ func (e *TokenError) Unwrap() error { return e.Err }
 // to stop its background refreshes.
 type TokenSource struct {
 	client    GetWebIdentityTokenAPIClient
+	regions   []*region // the primary and its fallbacks; nil without fallbacks
 	cfg       config
 	metrics   *metrics
 	lifecycle *lifecycleMetrics
@@ -275,6 +280,9 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 		spread:    uniform,
 	}
 	ts.cache.size = cfg.cacheSize
+	if len(cfg.fallbacks) > 0 {
+		ts.regions = newRegions(client, cfg.fallbacks)
+	}
 	ts.mint.rate, ts.mint.burst = cfg.mintRate, float64(cfg.mintBurst)
 	ts.stop, ts.cancel = context.WithCancel(context.Background())
 	m, err := newMetrics(cfg.meterProvider, ts.cache.len)
@@ -448,7 +456,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 	ts.lifecycle.recordRefresh(ctx, e.attrs, trigger)
 	first := e.state.Load() == nil
 	start := ts.now()
-	out, requested, shortened, err := ts.call(ctx, e)
+	out, requested, shortened, answered, err := ts.call(ctx, e, start.Add(ts.cfg.fetchTimeout))
 	now := ts.now()
 	var lifetime time.Duration
 	if err == nil {
@@ -469,7 +477,7 @@ func (ts *TokenSource) fetch(parent context.Context, e *entry, trigger refreshTr
 		// failing, so there is nothing to log, count or back off from.
 		return nil, ErrClosed
 	}
-	ts.metrics.recordFetch(ctx, e.attrs, now.Sub(start), err)
+	ts.metrics.recordFetch(ctx, e.attrs, answered.label(), now.Sub(start), err)
 	if err != nil {
 		ts.recordFailure(e, now, err)
 		return nil, err
