@@ -354,7 +354,10 @@ func runOutageHard(ctx context.Context, o *options) error {
 // a small token cache, sampling the proxy's RSS.
 func runDynamic(ctx context.Context, o *options) error {
 	r, err := newRig(ctx, o, nil, true, o.dynamicKeep, func(string) []string {
-		args := []string{"--token-cache-size", strconv.Itoa(o.dynamicCache), "--token-signing-algorithm", o.dynamicAlg}
+		// No mint budget: the scenario measures the cache and memory
+		// under one STS call per audience, which the default budget
+		// (--token-mint-burst 500, then 10 a second) would refuse.
+		args := []string{"--token-cache-size", strconv.Itoa(o.dynamicCache), "--token-signing-algorithm", o.dynamicAlg, "--token-mint-rate", "0"}
 		if o.dynamicFixed {
 			args = append(args, "--token-audience", fixedAudience)
 		}
