@@ -697,6 +697,10 @@ func TestFetchTimeoutBoundsTheSharedCall(t *testing.T) {
 	ts, err := NewTokenSource(hang, WithFetchTimeout(10*time.Millisecond))
 	require.NoError(t, err)
 	defer ts.Close()
+	// The caller's own wait never times out here (a fake clock that does
+	// not fire): only the fetch's timeout can end it. With the real clock a
+	// loaded machine could end the caller's wait before the call started.
+	useClock(ts, newFakeClock())
 	_, err = ts.Token(context.Background(), apiAudience)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.EqualValues(t, 1, calls.Load())
