@@ -44,9 +44,12 @@ type tokenCache struct {
 
 // cacheShard is one lock's worth of the cache.
 type cacheShard struct {
-	mu sync.RWMutex // guards m
+	mu sync.RWMutex // guards m and soonest
 	m  map[tokenHash]*cacheEntry
-	_  [32]byte // keeps neighbouring shards' locks off one cache line
+	// soonest is at most the earliest until of the entries: until it has
+	// passed, no entry has expired and a full shard need not look for one.
+	soonest time.Time
+	_       [8]byte // keeps neighbouring shards' locks off one cache line
 }
 
 // cacheEntry is one verified token. Every field but keys is set before the
@@ -87,15 +90,23 @@ func (c *tokenCache) get(h *tokenHash) *cacheEntry {
 }
 
 // add remembers e under h. A full shard first drops its entries that are of
-// no use at now, then, if that freed nothing, one arbitrary entry.
+// no use at now, if any can be, then, if that freed nothing, one arbitrary
+// entry. The search for expired entries runs only once one has expired, so
+// a full shard of live entries costs O(1) per add.
 func (c *tokenCache) add(h *tokenHash, e *cacheEntry, now time.Time) {
 	s := c.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.m[*h]; !ok && len(s.m) >= c.perShard {
-		for k, old := range s.m {
-			if now.After(old.until) {
-				delete(s.m, k)
+		if now.After(s.soonest) {
+			s.soonest = time.Time{}
+			for k, old := range s.m {
+				switch {
+				case now.After(old.until):
+					delete(s.m, k)
+				case s.soonest.IsZero() || old.until.Before(s.soonest):
+					s.soonest = old.until
+				}
 			}
 		}
 		if len(s.m) >= c.perShard {
@@ -104,6 +115,9 @@ func (c *tokenCache) add(h *tokenHash, e *cacheEntry, now time.Time) {
 				break
 			}
 		}
+	}
+	if len(s.m) == 0 || e.until.Before(s.soonest) {
+		s.soonest = e.until
 	}
 	s.m[*h] = e
 }

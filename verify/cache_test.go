@@ -430,3 +430,28 @@ func TestTokenCacheHitAllocations(t *testing.T) {
 	})
 	assert.LessOrEqual(t, allocs, 1.0)
 }
+
+// A full shard of live entries evicts without searching for expired ones;
+// once the soonest has expired, the next add finds and drops it.
+func TestTokenCacheSoonest(t *testing.T) {
+	t.Parallel()
+	c := newTokenCache(3)
+	s := &c.shards[0]
+	now := start
+	for i, ttl := range []time.Duration{3 * time.Minute, time.Minute, 2 * time.Minute} {
+		c.add(&tokenHash{byte(i)}, &cacheEntry{until: now.Add(ttl)}, now)
+	}
+	assert.Equal(t, now.Add(time.Minute), s.soonest)
+	c.add(&tokenHash{9}, &cacheEntry{until: now.Add(time.Hour)}, now)
+	assert.Equal(t, 3, c.len(), "full of live entries: one arbitrary entry went")
+
+	later := now.Add(150 * time.Second) // the 1- and 2-minute entries, if still there, have expired
+	c.add(&tokenHash{10}, &cacheEntry{until: later.Add(time.Hour)}, later)
+	for k, e := range s.m {
+		assert.False(t, later.After(e.until), "entry %x expired but kept", k[0])
+	}
+	assert.False(t, s.soonest.After(later.Add(time.Hour)))
+	for _, e := range s.m {
+		assert.False(t, e.until.Before(s.soonest), "soonest is at most every entry's until")
+	}
+}
