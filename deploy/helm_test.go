@@ -220,6 +220,33 @@ func TestHelmChartRequiredValues(t *testing.T) {
 	require.Error(t, err, "the chart's defaults alone")
 }
 
+// TestHelmChartSchema checks that values.schema.json refuses a misspelt key
+// or a value of the wrong shape, which Helm would otherwise ignore or
+// render into a broken manifest.
+func TestHelmChartSchema(t *testing.T) {
+	ch := loadChart(t)
+	for _, tc := range []struct {
+		name string
+		set  string
+	}{
+		{"misspelt top-level key", "extraArg={--token-duration=15m}"},
+		{"misspelt nested key", "networkPolicy.clientNamespace={payments}"},
+		{"not a duration", "config.shutdownDelay=5"},
+		{"not a port", "containerPorts.admin=70000"},
+		{"unknown log level", "config.logLevel=verbose"},
+		{"metrics path without slash", "metrics.path=metrics"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vals, err := chartutil.ReadValuesFile(filepath.Join(chartDir, "ci", "minimal-values.yaml"))
+			require.NoError(t, err)
+			require.NoError(t, strvals.ParseInto(tc.set, vals))
+			_, err = renderChart(t, ch, vals)
+			require.Error(t, err, "--set %s", tc.set)
+			assert.Contains(t, err.Error(), "schema")
+		})
+	}
+}
+
 // TestHelmChartVersion checks that the chart's appVersion, which the image
 // tag defaults to, is the version in the kustomize image component, and
 // that the chart supports native-sidecar-era clusters only.
