@@ -46,6 +46,15 @@ const (
 	// CodeInvalidRequest: the audience or an option is invalid
 	// ([ErrInvalidAudience], [ErrInvalidOption]); nothing was sent.
 	CodeInvalidRequest = "InvalidRequest"
+	// CodeMintRateExceeded: the budget for minting tokens for audience
+	// sets not cached is spent ([ErrMintRateExceeded]); nothing was sent.
+	CodeMintRateExceeded = "MintRateExceeded"
+	// CodeHostNotAllowed: [Transport] refused to send a token to the host
+	// ([ErrHostNotAllowed]).
+	CodeHostNotAllowed = "HostNotAllowed"
+	// CodeCleartext: [Transport] refused to send a token in clear text
+	// ([ErrCleartext]).
+	CodeCleartext = "Cleartext"
 	// CodeCanceled: the caller's context ended first.
 	CodeCanceled = "Canceled"
 	// CodeClosed: the [TokenSource] was closed ([ErrClosed]).
@@ -145,6 +154,16 @@ func Explain(err error) *Explanation {
 	case errors.Is(err, ErrInvalidAudience), errors.Is(err, ErrInvalidOption):
 		return &Explanation{Code: CodeInvalidRequest, Cause: "the audience or an option is invalid, so nothing was sent to STS",
 			Fix: "pass 1 to 10 audience values of 1 to 1000 characters, and options within the ranges their docs give"}
+	case errors.Is(err, ErrMintRateExceeded):
+		return &Explanation{Code: CodeMintRateExceeded, Cause: "the budget for minting tokens for audience sets not cached is spent, so no STS call was made",
+			Fix:       "retry after a moment; if this many distinct audience sets are expected, raise the budget (WithMintRate, stsproxy --token-mint-rate and --token-mint-burst) and the cache (--token-cache-size)",
+			Transient: true}
+	case errors.Is(err, ErrHostNotAllowed):
+		return &Explanation{Code: CodeHostNotAllowed, Cause: "a token must not go to this host: link-local or instance metadata, or outside the allowed hosts",
+			Fix: "add the host to the allowed hosts (Transport.AllowedHosts, stsproxy --allowed-hosts) if it should receive tokens"}
+	case errors.Is(err, ErrCleartext):
+		return &Explanation{Code: CodeCleartext, Cause: "the token would travel in clear text: plain http to a host that is not loopback with RequireTLS, or plain http through a forward proxy",
+			Fix: "use https, or keep the host out of the forward proxy (NO_PROXY)"}
 	case errors.Is(err, ErrNoRegion):
 		return &Explanation{Code: CodeNoRegion, Cause: "no AWS Region is configured (options, AWS_REGION, AWS_DEFAULT_REGION, the shared config) and the EC2 instance metadata service gave none; GetWebIdentityToken is served only by regional STS endpoints",
 			Fix: "set AWS_REGION (for example AWS_REGION=us-east-1) or a region in the profile; on EC2, let the process reach the instance metadata service"}

@@ -116,6 +116,8 @@ func TestExplainWithoutAFetch(t *testing.T) {
 		code string
 	}{
 		{ErrNoRegion, CodeNoRegion},
+		{fmt.Errorf("stsauth: %w: 169.254.169.254", ErrHostNotAllowed), CodeHostNotAllowed},
+		{fmt.Errorf("stsauth: %w", ErrCleartext), CodeCleartext},
 		{fmt.Errorf("wrapped: %w", ErrClosed), CodeClosed},
 		{&TokenError{Audience: apiAudience, Err: context.Canceled}, CodeCanceled},
 		{errors.New("something else"), CodeBadResponse},
@@ -194,4 +196,17 @@ func notATokenURL(t *testing.T) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+func TestExplainMintRate(t *testing.T) {
+	t.Parallel()
+	ts, _, _ := newTestSource(t, WithMintRate(1, 1)) // the fake clock stands still: no refill
+	_, err := ts.Token(context.Background(), apiAudience)
+	require.NoError(t, err)
+	_, err = ts.Token(context.Background(), MustAudience("https://other.example.com"))
+	require.ErrorIs(t, err, ErrMintRateExceeded)
+	x := Explain(err)
+	assert.Equal(t, CodeMintRateExceeded, x.Code)
+	assert.Contains(t, x.Fix, "--token-mint-rate")
+	assert.True(t, x.Transient)
 }

@@ -459,6 +459,11 @@ func TestE2ETokenUnavailable(t *testing.T) {
 	assert.Zero(t, hits, "upstream was called")
 	p.waitLog(t, `"level":"ERROR","msg":"token unavailable"`)
 	assert.Contains(t, p.logs.String(), "AccessDenied")
+	for line := range strings.Lines(p.logs.String()) {
+		if strings.Contains(line, `"msg":"token unavailable"`) {
+			assert.Contains(t, line, `"code":"AccessDenied","fix":"attach an identity policy`, "the library's fix, in the proxy's record")
+		}
+	}
 
 	status, _ = get(t, c, "http://"+p.metricsAddr+"/readyz", nil)
 	assert.Equal(t, http.StatusServiceUnavailable, status)

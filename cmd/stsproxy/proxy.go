@@ -227,7 +227,8 @@ func (f *forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err err
 		http.Error(w, bodyMintRateExceeded, http.StatusServiceUnavailable)
 	case errors.As(err, &tokErr):
 		if ok, suppressed := f.tokenErrLog.allow(); ok {
-			f.log.Error("token unavailable", "target", st.target, "error", err.Error(), "suppressed", suppressed)
+			x := stsauth.Explain(err)
+			f.log.Error("token unavailable", "target", st.target, "error", err.Error(), "code", x.Code, "fix", x.Fix, "suppressed", suppressed)
 		}
 		http.Error(w, bodyTokenUnavailable, http.StatusBadGateway)
 	case errors.As(err, &badStatus):
