@@ -599,7 +599,8 @@ func TestE2EMissingRegion(t *testing.T) {
 	}
 	p := startBinary(t, env, "--listen-addr", "127.0.0.1:0", "--metrics-listen-addr", "127.0.0.1:0")
 	assert.Equal(t, 1, p.wait(t))
-	p.waitLog(t, "no AWS region configured (set AWS_REGION")
+	p.waitLog(t, "no AWS Region: tried --region, AWS_REGION, AWS_DEFAULT_REGION, the shared config and the EC2 instance metadata service")
+	assert.Contains(t, p.logs.String(), "set --region or AWS_REGION (for example us-east-1), or add --local-sts to try stsproxy without AWS")
 }
 
 // echoUpgrade is an upstream handler that switches protocols and echoes

@@ -91,6 +91,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(cfg, stderr)
 	if err := serve(ctx, cfg, log); err != nil {
+		if errors.Is(err, stsauth.ErrNoRegion) {
+			// What was tried and what to do, in the record's own words.
+			log.Error("stsproxy failed", "error", noRegionMessage(err))
+			return 1
+		}
 		log.Error("stsproxy failed", "error", err.Error())
 		return 1
 	}
