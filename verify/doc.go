@@ -60,9 +60,9 @@
 // a token identical in every byte is answered from memory, without parsing
 // or a signature check. Each such answer still checks exp (with the
 // leeway), iat and nbf against the clock, that the key that signed the
-// token is still in the issuer's key set (a refresh or rotation that
-// removes it drops the token, which is then verified anew and refused),
-// and applies [Policy] and the replay guard as to a new token. The
+// token is still in the issuer's key set (once a refresh or rotation has
+// removed the key, the token's next use drops it from memory, verifies it
+// anew and refuses it), and applies [Policy] and the replay guard as to a new token. The
 // [Claims] of a remembered token share their slices, maps and Raw between
 // calls: treat them as read-only.
 //
