@@ -65,7 +65,7 @@ func (c *command) message(msg string) string {
 	return c.prefix() + msg
 }
 
-// fail prints err (or a message) as the command's one error line and
+// fail prints the formatted message as the command's one error line and
 // returns code: 1 for a runtime failure.
 func (c *command) fail(w io.Writer, code int, format string, args ...any) int {
 	fmt.Fprintln(w, c.message(fmt.Sprintf(format, args...)))
