@@ -319,6 +319,12 @@ func TestInboundE2E(t *testing.T) {
 		assert.Contains(t, m, `reason="none",result="allowed"} 2`)
 		assert.Contains(t, m, `verify_jwks_fetch_count_total{issuer="`+sts.Issuer()+`"`)
 		assert.Contains(t, m, `http_client_request_duration_seconds_count{`)
+		// The access log is written by a goroutine of its own: wait for
+		// the records of the requests above.
+		deadline := time.Now().Add(waitTimeout)
+		for !strings.Contains(ri.logs.String(), `"auth":"policy"`) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond) // poll interval, bounded by the deadline
+		}
 		logs := ri.logs.String()
 		assert.Contains(t, logs, `"auth":"expired"`)
 		assert.Contains(t, logs, `"principal":"arn:aws:iam::123456789012:role/ststest"`)

@@ -79,6 +79,7 @@ type forwarder struct {
 	rp          *httputil.ReverseProxy
 	metrics     *proxyMetrics
 	accessLog   bool         // one info record per request
+	accessLogTo *slog.Logger // where those records go: log, or log through asyncAccessLog
 	tokenErrLog *logThrottle // "token unavailable" records, at most one a second
 	mintLog     *logThrottle // "token mint rate exceeded" records, at most one a second
 	// mintRetryAfter is the Retry-After, in whole seconds, of the 503 for
@@ -94,7 +95,7 @@ type forwarder struct {
 // newForwarder returns a forwarder whose ReverseProxy rewrites requests
 // with rewrite and sends them through rt.
 func newForwarder(rewrite func(*httputil.ProxyRequest), rt http.RoundTripper, log *slog.Logger, m *proxyMetrics, accessLog bool) *forwarder {
-	f := &forwarder{log: log, metrics: m, accessLog: accessLog,
+	f := &forwarder{log: log, metrics: m, accessLog: accessLog, accessLogTo: log,
 		tokenErrLog: &logThrottle{interval: time.Second, now: time.Now},
 		mintLog:     &logThrottle{interval: time.Second, now: time.Now}}
 	f.rp = &httputil.ReverseProxy{
@@ -300,9 +301,18 @@ func (f *forwarder) serve(w http.ResponseWriter, r *http.Request, handle func(w 
 		if st.principal != "" {
 			attrs = append(attrs, slog.String("principal", st.principal))
 		}
-		f.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+		f.accessLogTo.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	}()
 	handle(rw, r, st)
+}
+
+// asyncAccessLog sends the access log through an [asyncHandler] from now
+// on, so no request waits on its write; call it before serving. stop writes
+// what is queued; call it once serving has ended.
+func (f *forwarder) asyncAccessLog() (stop func()) {
+	h, stop := newAsyncHandler(f.log.Handler())
+	f.accessLogTo = slog.New(h)
+	return stop
 }
 
 // forward sends r to the upstream through the ReverseProxy, with st for its

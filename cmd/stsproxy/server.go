@@ -236,7 +236,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if !cfg.audience.IsZero() {
 		mode.prime = func(ctx context.Context) bool { return primeUntilReady(ctx, tr, log) }
 	}
+	stopLog := px.asyncAccessLog()
 	serveErr := runServer(ctx, cfg, log, tel, mode)
+	stopLog()
 	if err := ts.Close(); err != nil {
 		log.Warn("close token source", "error", err.Error())
 	}

@@ -15,7 +15,9 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_ROUNDS [3]  BENCH_DURATION [5s]  BENCH_CONNS [32]
-#   BENCH_STSPROXY_FLAGS [] extra stsproxy flags in compare, e.g. "--log-level warn"
+#   BENCH_STSPROXY_FLAGS [] extra stsproxy flags in compare and inbound, e.g. "--log-level warn"
+#   BENCH_INBOUND_B_FLAGS [] with inbound: also run a second stsproxy inbound,
+#                     "inbound-b", with these extra flags (e.g. "--access-log=false")
 #   BENCH_OUT []      directory to keep the raw loadtest JSON in
 #   SCENARIO_FLAGS [] extra flags for hack/bench/scenarios (e.g. -dynamic-n 20000)
 #   BENCH_DYNAMIC_N_ALL [30000] dynamic requests in "all" ("dynamic" alone: 100000)
@@ -130,7 +132,7 @@ header() {
 	echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "- nproc: $(nproc), $(go version | cut -d' ' -f3-), $(uname -sr)"
 	echo "- load average at start (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note)"
-	echo "- command: hack/bench/run.sh $cmd (BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNS=$CONNS BENCH_STSPROXY_FLAGS='${BENCH_STSPROXY_FLAGS:-}')"
+	echo "- command: hack/bench/run.sh $cmd (BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNS=$CONNS BENCH_STSPROXY_FLAGS='${BENCH_STSPROXY_FLAGS:-}'${BENCH_INBOUND_B_FLAGS:+ BENCH_INBOUND_B_FLAGS='$BENCH_INBOUND_B_FLAGS'})"
 }
 
 compare() {
@@ -207,6 +209,19 @@ inbound() {
 	local in metrics
 	in=$(listen_attr inbound addr)
 	metrics=$(listen_attr inbound metrics_addr)
+	local order=(direct floor floor-pooled inbound)
+	local -A url=([direct]="http://$up/bench" [floor]="http://$floor/bench" [floor-pooled]="http://$pooled/bench" [inbound]="http://$in/bench")
+	if [[ -n ${BENCH_INBOUND_B_FLAGS:-} ]]; then
+		# shellcheck disable=SC2086 # flag lists
+		start inbound-b "$BIN/stsproxy" inbound --listen-addr 127.0.0.1:0 --metrics-listen-addr 127.0.0.1:0 \
+			--upstream "http://$up" --issuer "http://$sts" --allow-insecure-issuer --audience https://api.example.com \
+			${BENCH_STSPROXY_FLAGS:-} $BENCH_INBOUND_B_FLAGS
+		local inb
+		inb=$(listen_attr inbound-b addr)
+		wait_ok "http://$(listen_attr inbound-b metrics_addr)/readyz"
+		url[inbound-b]="http://$inb/bench"
+		order+=(inbound-b)
+	fi
 	wait_ok "http://$up/"
 	wait_ok "http://$floor/"
 	wait_ok "http://$metrics/readyz" # issuer keys fetched
@@ -218,8 +233,6 @@ inbound() {
 		return 1
 	}
 
-	local -A url=([direct]="http://$up/bench" [floor]="http://$floor/bench" [floor-pooled]="http://$pooled/bench" [inbound]="http://$in/bench")
-	local order=(direct floor floor-pooled inbound)
 	local res=${BENCH_OUT:-$WORK/results}
 	mkdir -p "$res"
 	log "warming up each target (1 s)"

@@ -20,7 +20,7 @@ const (
 )
 
 // compareOrder is the order of the variants in the table; others follow.
-var compareOrder = []string{"direct", "floor", "floor-pooled", "stsproxy", "inbound"}
+var compareOrder = []string{"direct", "floor", "floor-pooled", "stsproxy", "inbound", "inbound-b"}
 
 // reportCompare reads the loadtest -json results DIR/<variant>-<round>.json
 // written by run.sh compare and prints every round and the medians as a

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+)
+
+// accessLogQueue is how many access log records may wait for the writer
+// before a request waits too.
+const accessLogQueue = 4096
+
+// asyncHandler passes log records to next on a goroutine of its own, so a
+// request does not wait on the log's write: slog's handlers format a record
+// and write it under one lock, and with many requests in flight on few CPUs,
+// one writer descheduled inside that write held up every request behind it
+// (on 2 busy cores it doubled stsproxy inbound's p99, BENCHMARKS.md). Records
+// wait in a bounded queue; when it is full, Handle waits, so none is lost.
+// After stop, records are written by the caller, as without the queue. It
+// is safe for concurrent use.
+type asyncHandler struct {
+	next slog.Handler
+	q    *logQueue
+}
+
+// logQueue is the queue and writer goroutine that asyncHandlers share.
+type logQueue struct {
+	ch   chan queuedRecord
+	done chan struct{} // closed when the writer has drained ch
+
+	mu     sync.RWMutex // guards closed, and ch against sends after close
+	closed bool
+}
+
+// queuedRecord is a record and the handler that writes it.
+type queuedRecord struct {
+	h slog.Handler
+	r slog.Record
+}
+
+// newAsyncHandler returns an asyncHandler in front of next and the func
+// that stops it, writing every queued record first. Call stop once no more
+// records are expected; later ones are written synchronously.
+func newAsyncHandler(next slog.Handler) (h slog.Handler, stop func()) {
+	q := &logQueue{ch: make(chan queuedRecord, accessLogQueue), done: make(chan struct{})}
+	go func() {
+		defer close(q.done)
+		for qr := range q.ch {
+			_ = qr.h.Handle(context.Background(), qr.r)
+		}
+	}()
+	var once sync.Once
+	return &asyncHandler{next: next, q: q}, func() {
+		once.Do(func() {
+			q.mu.Lock()
+			q.closed = true
+			close(q.ch)
+			q.mu.Unlock()
+			<-q.done
+		})
+	}
+}
+
+// Enabled reports whether next handles records of the level.
+func (h *asyncHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
+
+// Handle queues a copy of r for the writer, or writes it itself once the
+// queue is stopped.
+func (h *asyncHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.q.mu.RLock()
+	defer h.q.mu.RUnlock()
+	if h.q.closed {
+		return h.next.Handle(ctx, r)
+	}
+	h.q.ch <- queuedRecord{h.next, r.Clone()}
+	return nil
+}
+
+// WithAttrs returns a handler with the attributes, on the same queue.
+func (h *asyncHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &asyncHandler{next: h.next.WithAttrs(attrs), q: h.q}
+}
+
+// WithGroup returns a handler with the group, on the same queue.
+func (h *asyncHandler) WithGroup(name string) slog.Handler {
+	return &asyncHandler{next: h.next.WithGroup(name), q: h.q}
+}
