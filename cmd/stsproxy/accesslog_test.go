@@ -56,4 +56,3 @@ func TestAsyncHandler(t *testing.T) {
 	assert.Contains(t, buf.String(), "after stop", "written at once after stop")
 	stop() // a second stop is harmless
 }
-
