@@ -18,7 +18,8 @@ import (
 func TestAsyncHandler(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	var buf syncBuffer
-	h, stop := newAsyncHandler(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	bw := &batchWriter{out: &buf}
+	h, stop := newAsyncHandler(slog.NewTextHandler(bw, &slog.HandlerOptions{Level: slog.LevelInfo}), bw.Flush)
 	log := slog.New(h).With("mode", "inbound")
 	assert.False(t, log.Enabled(context.Background(), slog.LevelDebug), "the level is the next handler's")
 	var wg sync.WaitGroup

@@ -282,6 +282,10 @@ type config struct {
 
 	inbound *inboundConfig // "stsproxy inbound" only
 
+	// logOut is where newLogger's first logger for this config writes;
+	// the access log writes there too, in batches. Nil until then.
+	logOut io.Writer
+
 	outputFile   string // "stsproxy token": write here instead of stdout
 	outputFormat string // outputJWT or outputJSON
 	refresh      bool   // keep outputFile fresh until stopped

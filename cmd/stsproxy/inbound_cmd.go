@@ -293,7 +293,7 @@ func serveInbound(ctx context.Context, cfg *config, log *slog.Logger) error {
 		ready:       v.Ready,
 		listenAttrs: []any{"upstream", ic.upstream.Redacted(), "issuers", len(vc.Issuers)},
 	}
-	stopLog := in.asyncAccessLog()
+	stopLog := in.asyncAccessLog(cfg, cfg.logOut)
 	err = runServer(ctx, cfg, log, tel, mode)
 	stopLog()
 	log.Info("stopped")

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -307,10 +308,18 @@ func (f *forwarder) serve(w http.ResponseWriter, r *http.Request, handle func(w 
 }
 
 // asyncAccessLog sends the access log through an [asyncHandler] from now
-// on, so no request waits on its write; call it before serving. stop writes
-// what is queued; call it once serving has ended.
-func (f *forwarder) asyncAccessLog() (stop func()) {
-	h, stop := newAsyncHandler(f.log.Handler())
+// on, so no request waits on its write; call it before serving. With out
+// (where cfg's logs go) the records are formatted as newLogger does and
+// written to out in batches ([batchWriter]); with a nil out they go through
+// f.log's handler one by one. stop writes what is queued; call it once
+// serving has ended.
+func (f *forwarder) asyncAccessLog(cfg *config, out io.Writer) (stop func()) {
+	next, idle := f.log.Handler(), func() {}
+	if out != nil {
+		bw := &batchWriter{out: out}
+		next, idle = newLogger(cfg, bw).Handler(), bw.Flush
+	}
+	h, stop := newAsyncHandler(next, idle)
 	f.accessLogTo = slog.New(h)
 	return stop
 }

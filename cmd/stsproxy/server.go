@@ -139,6 +139,9 @@ func configError(stderr io.Writer, cmd *command, msg string) int {
 
 // newLogger returns the JSON or text logger at the configured level.
 func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	if cfg.logOut == nil {
+		cfg.logOut = w // the access log writes there too, in batches
+	}
 	opts := &slog.HandlerOptions{Level: cfg.logLevel}
 	if cfg.logFormat == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
@@ -236,7 +239,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if !cfg.audience.IsZero() {
 		mode.prime = func(ctx context.Context) bool { return primeUntilReady(ctx, tr, log) }
 	}
-	stopLog := px.asyncAccessLog()
+	stopLog := px.asyncAccessLog(cfg, cfg.logOut)
 	serveErr := runServer(ctx, cfg, log, tel, mode)
 	stopLog()
 	if err := ts.Close(); err != nil {
