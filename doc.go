@@ -7,7 +7,7 @@
 // [Transport] wraps an [http.RoundTripper] and puts "Authorization: Bearer
 // <jwt>" on each request:
 //
-//	cfg, err := config.LoadDefaultConfig(ctx)
+//	cfg, _, err := stsauth.LoadAWSConfig(ctx) // config.LoadDefaultConfig, plus the Region on EC2
 //	...
 //	src, err := stsauth.NewTokenSource(sts.NewFromConfig(cfg))
 //	...
