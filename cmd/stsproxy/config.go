@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/textproto"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -128,6 +129,7 @@ var proxyFlagSpecs = []flagSpec{
 	{name: "local-sts", kind: kindBool, def: "false", usage: "start an in-process STS emulator on loopback (local development only)"},
 	// --region has no env var of its own: the AWS SDK reads AWS_REGION.
 	{name: "region", usage: "AWS Region of the STS endpoint; unset: AWS_REGION, AWS_DEFAULT_REGION, the profile's region, or on EC2 the instance's (asked of instance metadata for at most 1s)", noEnv: true},
+	{name: "sts-fallback-regions", kind: kindCommaList, usage: "AWS Regions whose STS a token fetch asks, in order, when STS in the primary Region fails (throttling, 5xx, network, timeout; never an error about the request), with the same credentials: REGION or REGION=ENDPOINT_URL (a VPC endpoint; the primary's AWS_ENDPOINT_URL_STS is not used for them), distinct, not the primary (comma list, repeatable)"},
 	// --version has no env var: VERSION is commonly set in container
 	// images to something else, which must not break or alter startup.
 	{name: "version", kind: kindBool, def: "false", usage: "print the version and exit", noEnv: true},
@@ -225,7 +227,7 @@ var tokenCommand = &command{
 		"serving /healthz, /readyz and metrics on --metrics-listen-addr if given. " +
 		"Its environment variables are the proxy's; those of flags it does not take are ignored.",
 	flags: []string{"token-audience", "token-signing-algorithm", "token-duration", "token-tag", "token-fetch-timeout",
-		"output-file", "output-format", "refresh", "metrics-listen-addr", "local-sts", "region", "log-level", "log-format"},
+		"output-file", "output-format", "refresh", "metrics-listen-addr", "local-sts", "region", "sts-fallback-regions", "log-level", "log-format"},
 	defaults: map[string]string{"metrics-listen-addr": ""},
 	usage: map[string]string{
 		"token-audience":      "audience of the token, required: 1 to 10 values of at most 1000 characters (repeatable; env is a comma list)",
@@ -277,7 +279,8 @@ type config struct {
 	shutdownDelay     time.Duration // keep serving this long after the signal, not ready
 	shutdownTimeout   time.Duration
 	localSTS          bool
-	region            string // --region; empty leaves it to the AWS configuration
+	region            string           // --region; empty leaves it to the AWS configuration
+	fallbackRegions   []fallbackRegion // --sts-fallback-regions, in order
 	version           bool
 
 	inbound *inboundConfig // "stsproxy inbound" only
@@ -747,6 +750,12 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	}
 	c.region = v
 
+	if rv := raw["sts-fallback-regions"]; rv.set() {
+		if c.fallbackRegions, err = parseFallbackRegions(rv, c.region); err != nil {
+			return nil, err
+		}
+	}
+
 	s, v = get("shutdown-timeout")
 	if c.shutdownTimeout, err = parsePositiveDuration(v); err != nil {
 		return nil, invalid(s, v, "want a duration more than 0, such as 15s")
@@ -842,6 +851,59 @@ func validRegion(v string) bool {
 		return false
 	}
 	return strings.Trim(v, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
+}
+
+// flagSpecNamed returns the spec of the flag named name.
+func flagSpecNamed(name string) flagSpec {
+	return flagSpecs[slices.IndexFunc(flagSpecs, func(s flagSpec) bool { return s.name == name })]
+}
+
+// fallbackRegion is one entry of --sts-fallback-regions.
+type fallbackRegion struct {
+	region   string
+	endpoint string // the STS endpoint URL; empty for the Region's own
+}
+
+// parseFallbackRegions validates --sts-fallback-regions: REGION or
+// REGION=URL entries, distinct, none equal to primary (--region, if set).
+func parseFallbackRegions(rv *rawValue, primary string) ([]fallbackRegion, error) {
+	var out []fallbackRegion
+	for _, v := range rv.vals {
+		region, endpoint, hasURL := strings.Cut(v, "=")
+		if !validRegion(region) || region == "" {
+			return nil, invalid(rv.spec, v, "want an AWS Region such as us-west-2, optionally =ENDPOINT_URL, in a comma list without empty values or white space")
+		}
+		if hasURL {
+			if err := checkEndpointURL(endpoint); err != nil {
+				return nil, invalid(rv.spec, v, "want REGION=URL with an https URL of an STS endpoint (http only on a loopback host): %v", err)
+			}
+		}
+		if region == primary {
+			return nil, invalid(rv.spec, v, "want Regions other than the primary, --region %s", primary)
+		}
+		if slices.ContainsFunc(out, func(f fallbackRegion) bool { return f.region == region }) {
+			return nil, invalid(rv.spec, rv.String(), "want distinct Regions: %s is given twice", region)
+		}
+		out = append(out, fallbackRegion{region: region, endpoint: endpoint})
+	}
+	return out, nil
+}
+
+// checkEndpointURL checks the URL of an STS endpoint: https, or http on a
+// loopback host; a host and nothing else but a path.
+func checkEndpointURL(v string) error {
+	u, err := url.Parse(v)
+	switch {
+	case err != nil:
+		return err
+	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return errors.New("want scheme://host[:port][/path]")
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && stsauth.IsLoopbackHost(u.Hostname()):
+		return nil
+	}
+	return errors.New("want https, or http to a loopback host")
 }
 
 // validHeaderName reports whether v is a valid HTTP header field name (an

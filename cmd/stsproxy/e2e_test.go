@@ -155,8 +155,14 @@ func startBinary(t *testing.T, env []string, args ...string) *proc {
 // for its "listening" record.
 func startProxy(t *testing.T, sts *ststest.Server, args ...string) *proc {
 	t.Helper()
+	return startProxyEnv(t, awsEnv(t, sts), args...)
+}
+
+// startProxyEnv is startProxy with the environment env.
+func startProxyEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	args = append([]string{"--listen-addr", "127.0.0.1:0", "--metrics-listen-addr", "127.0.0.1:0", "--upstream-scheme", "http"}, args...)
-	p := startBinary(t, awsEnv(t, sts), args...)
+	p := startBinary(t, env, args...)
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		if a, m, ok := listeningAddrs(p.logs.String()); ok {

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/stsauth/stsauth"
 	"github.com/stsauth/stsauth/ststest"
@@ -91,6 +92,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(cfg, stderr)
 	if err := serve(ctx, cfg, log); err != nil {
+		if ue, ok := errors.AsType[*usageError](err); ok {
+			// Found invalid only once the AWS configuration was loaded.
+			return configError(stderr, proxyCommand, ue.msg)
+		}
 		if errors.Is(err, stsauth.ErrNoRegion) {
 			// What was tried and what to do, in the record's own words.
 			log.Error("stsproxy failed", "error", noRegionMessage(err))
@@ -151,24 +156,66 @@ func newLogger(cfg *config, w io.Writer) *slog.Logger {
 
 // newSTSClient returns the STS client: the one "stsproxy demo" set, the
 // in-process emulator with --local-sts, else one from the default AWS
-// configuration chain (see loadAWS; it honours AWS_ENDPOINT_URL_STS). The caller must
-// call cleanup.
-func newSTSClient(ctx context.Context, cfg *config, log *slog.Logger) (client stsauth.GetWebIdentityTokenAPIClient, cleanup func(), err error) {
+// configuration chain (see loadAWS; it honours AWS_ENDPOINT_URL_STS). With
+// --sts-fallback-regions it also returns one client per fallback Region,
+// with the same credentials, for stsauth.WithFallback. The caller must call
+// cleanup.
+func newSTSClient(ctx context.Context, cfg *config, log *slog.Logger) (client stsauth.GetWebIdentityTokenAPIClient, fallbacks []stsauth.GetWebIdentityTokenAPIClient, cleanup func(), err error) {
 	if cfg.sts != nil {
-		return cfg.sts, func() {}, nil
+		return cfg.sts, nil, func() {}, nil
 	}
 	if cfg.localSTS {
 		srv := ststest.NewServer()
 		log.Warn("local STS emulator started: its tokens are for local development only",
 			"issuer", srv.Issuer(), "jwks_url", srv.JWKSURL())
-		return srv.Client(), srv.Close, nil
+		// The fallback Regions reach the same emulator under their own
+		// names: one issuer and one key set, as in AWS, so a configuration
+		// with fallbacks runs unchanged and its tokens verify; a failover
+		// cannot be provoked there.
+		for _, f := range cfg.fallbackRegions {
+			fallbacks = append(fallbacks, srv.Client(func(o *sts.Options) { o.Region = f.region }))
+		}
+		return srv.Client(), fallbacks, srv.Close, nil
 	}
 	awsCfg, src, err := loadAWS(ctx, cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	log.Debug("AWS region", "region", awsCfg.Region, "source", string(src))
-	return sts.NewFromConfig(awsCfg), func() {}, nil
+	if fallbacks, err = fallbackClients(cfg, awsCfg, src); err != nil {
+		return nil, nil, nil, err
+	}
+	if len(fallbacks) > 0 {
+		names := make([]string, len(cfg.fallbackRegions))
+		for i, f := range cfg.fallbackRegions {
+			names[i] = f.region
+		}
+		log.Info("STS fallback regions", "primary", awsCfg.Region, "fallback_regions", strings.Join(names, ","))
+	}
+	return sts.NewFromConfig(awsCfg), fallbacks, func() {}, nil
+}
+
+// fallbackClients returns one STS client per --sts-fallback-regions entry,
+// from awsCfg (the same credentials) with the entry's Region and endpoint:
+// its own URL if given, else the Region's standard endpoint, never the
+// primary's AWS_ENDPOINT_URL_STS, which names one Region's endpoint. It
+// fails, as a configuration error, if an entry is the primary Region, which
+// came from src.
+func fallbackClients(cfg *config, awsCfg aws.Config, src stsauth.RegionSource) ([]stsauth.GetWebIdentityTokenAPIClient, error) {
+	var out []stsauth.GetWebIdentityTokenAPIClient
+	for _, f := range cfg.fallbackRegions {
+		if f.region == awsCfg.Region {
+			return nil, invalid(flagSpecNamed("sts-fallback-regions"), f.region, "want Regions other than the primary, %s (from %s)", awsCfg.Region, src)
+		}
+		out = append(out, sts.NewFromConfig(awsCfg, func(o *sts.Options) {
+			o.Region = f.region
+			o.BaseEndpoint = nil
+			if f.endpoint != "" {
+				o.BaseEndpoint = aws.String(f.endpoint)
+			}
+		}))
+	}
+	return out, nil
 }
 
 // newTokenSource builds the library's token source from the configuration.
@@ -199,12 +246,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	defer tel.shutdown(context.Background())
-	client, closeSTS, err := newSTSClient(ctx, cfg, log)
+	client, fallbacks, closeSTS, err := newSTSClient(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer closeSTS()
-	ts, err := newTokenSource(cfg, client, tel.provider, log)
+	ts, err := newTokenSource(cfg, client, tel.provider, log, stsauth.WithFallback(fallbacks...))
 	if err != nil {
 		return fmt.Errorf("stsproxy: create token source: %w", err)
 	}

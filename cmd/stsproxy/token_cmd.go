@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,6 +37,9 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 	if cfg.refresh {
 		log := newLogger(cfg, stderr)
 		if err := keepTokenFile(ctx, cfg, log); err != nil {
+			if ue, ok := errors.AsType[*usageError](err); ok {
+				return configError(stderr, tokenCommand, ue.msg)
+			}
 			return tokenCommand.fail(stderr, 1, "%v", err)
 		}
 		return 0
@@ -54,10 +58,13 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 func printToken(ctx context.Context, cmd *command, cfg *config, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	fail := func(err error) int {
+		if ue, ok := errors.AsType[*usageError](err); ok {
+			return configError(stderr, cmd, ue.msg)
+		}
 		log.Debug("token failed", "error", err.Error())
 		return cmd.fail(stderr, 1, "%s (--log-level debug shows the error)", explainLine(err))
 	}
-	client, cleanup, err := newSTSClient(ctx, cfg, log)
+	client, fallbacks, cleanup, err := newSTSClient(ctx, cfg, log)
 	if err != nil {
 		return fail(err)
 	}
@@ -66,7 +73,7 @@ func printToken(ctx context.Context, cmd *command, cfg *config, stdout, stderr i
 	if cfg.logLevel <= slog.LevelDebug {
 		tsLog = log
 	}
-	ts, err := newTokenSource(cfg, client, noop.NewMeterProvider(), tsLog)
+	ts, err := newTokenSource(cfg, client, noop.NewMeterProvider(), tsLog, stsauth.WithFallback(fallbacks...))
 	if err != nil {
 		return fail(err)
 	}
@@ -106,7 +113,7 @@ func keepTokenFile(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	defer tel.shutdown(context.Background())
-	client, closeSTS, err := newSTSClient(ctx, cfg, log)
+	client, fallbacks, closeSTS, err := newSTSClient(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -120,7 +127,7 @@ func keepTokenFile(ctx context.Context, cfg *config, log *slog.Logger) error {
 			}
 		}
 	}
-	ts, err := newTokenSource(cfg, client, tel.provider, log, stsauth.WithTokenHook(hook))
+	ts, err := newTokenSource(cfg, client, tel.provider, log, stsauth.WithTokenHook(hook), stsauth.WithFallback(fallbacks...))
 	if err != nil {
 		return fmt.Errorf("stsproxy: create token source: %w", err)
 	}
