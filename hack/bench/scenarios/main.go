@@ -48,6 +48,7 @@ type options struct {
 	dynamicAlg     string
 	dynamicFixed   bool
 	dynamicKeep    bool
+	pprofDir       string
 
 	command string // the command line, for the report
 	out     io.Writer
@@ -73,11 +74,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "usage: scenarios report-compare|report-inbound DIR")
 			return 2
 		}
-		subject, rpsTarget, p99Target := "stsproxy", targetRPSRatio, targetP99Ratio
+		inbound := subject{"inbound", inboundRPSRatio, inboundP99Ratio}
+		subjects := []subject{{"stsproxy", targetRPSRatio, targetP99Ratio}, inbound}
 		if args[0] == "report-inbound" {
-			subject, rpsTarget, p99Target = "inbound", inboundRPSRatio, inboundP99Ratio
+			subjects = subjects[1:]
 		}
-		if err := reportCompare(args[1], stdout, subject, rpsTarget, p99Target); err != nil {
+		if err := reportCompare(args[1], stdout, subjects...); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
@@ -100,6 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.dynamicAlg, "dynamic-alg", "ES384", "dynamic: --token-signing-algorithm; ES384 because the in-process emulator signs it faster than RS256 on a small machine")
 	fs.BoolVar(&o.dynamicFixed, "dynamic-fixed-audience", false, "dynamic: also pass --token-audience, so only the upstream hosts vary (isolates per-host from per-audience state)")
 	fs.BoolVar(&o.dynamicKeep, "dynamic-keepalive", true, "dynamic: the upstream keeps connections alive (false: it answers Connection: close)")
+	fs.StringVar(&o.pprofDir, "pprof-dir", "", "dynamic: write the proxy's heap profile after the run (heap.pb.gz) to this directory; the stsproxy binary must be built with -tags stsproxy_pprof")
 	fs.StringVar(&o.command, "command", "", "the command to print in the reports; default: this command line")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -31,6 +31,7 @@ type proxyProc struct {
 	levels   map[string]int // log records by level
 	messages map[string]int // warn and error records by msg
 	gcLive   []string       // live heap after each GC, from GODEBUG=gctrace=1 lines
+	pprof    string         // net/http/pprof host:port, from a binary built with -tags stsproxy_pprof
 }
 
 // stsEnv is the environment of an stsproxy that uses the AWS SDK default
@@ -130,6 +131,9 @@ func (p *proxyProc) readLog(r io.Reader, listening chan<- [2]string) {
 			continue
 		}
 		p.mu.Lock()
+		if rec.Msg == "pprof listening" && benchnet.CheckLoopbackAddr(rec.Addr) == nil {
+			p.pprof = rec.Addr
+		}
 		p.levels[rec.Level]++
 		if rec.Level == "WARN" || rec.Level == "ERROR" {
 			p.messages[rec.Msg]++
@@ -214,6 +218,35 @@ func (p *proxyProc) waitReady(timeout time.Duration) error {
 		}
 	}
 	return fmt.Errorf("scenarios: stsproxy not ready within %v", timeout)
+}
+
+// writeProfile saves the proxy's pprof profile name (with query, e.g.
+// "heap?gc=1") to path. The proxy must be built with -tags stsproxy_pprof
+// and started with STSPROXY_PPROF_ADDR.
+func (p *proxyProc) writeProfile(name, path string) error {
+	p.mu.Lock()
+	addr := p.pprof
+	p.mu.Unlock()
+	if addr == "" {
+		return errors.New("scenarios: stsproxy serves no pprof (build it with -tags stsproxy_pprof)")
+	}
+	resp, err := (&http.Client{Timeout: time.Minute, Transport: &http.Transport{Proxy: nil}}).Get("http://" + addr + "/debug/pprof/" + name)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("scenarios: GET /debug/pprof/%s: %s", name, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // metrics is a scrape of the Prometheus endpoint: the sum of the samples of

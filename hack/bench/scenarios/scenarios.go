@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,10 @@ import (
 
 // fixedAudience is the --token-audience of the scenarios with one audience.
 const fixedAudience = "https://api.example.com"
+
+// rssGrowthTarget is issue 19's bound, in MiB, on the proxy's RSS growth
+// over the dynamic scenario of 5000 hosts (run.sh s5).
+const rssGrowthTarget = 15
 
 // report is one scenario's markdown table.
 type report struct {
@@ -353,6 +358,10 @@ func runOutageHard(ctx context.Context, o *options) error {
 // loopback address and so needing a distinct audience, through a proxy with
 // a small token cache, sampling the proxy's RSS.
 func runDynamic(ctx context.Context, o *options) error {
+	env := []string{"GODEBUG=gctrace=1"} // live heap after each GC, to tell retained memory from garbage
+	if o.pprofDir != "" {
+		env = append(env, "STSPROXY_PPROF_ADDR=127.0.0.1:0")
+	}
 	r, err := newRig(ctx, o, nil, true, o.dynamicKeep, func(string) []string {
 		// No mint budget: the scenario measures the cache and memory
 		// under one STS call per audience, which the default budget
@@ -362,7 +371,7 @@ func runDynamic(ctx context.Context, o *options) error {
 			args = append(args, "--token-audience", fixedAudience)
 		}
 		return args
-	}, "GODEBUG=gctrace=1") // live heap after each GC, to tell retained memory from garbage
+	}, env...)
 	if err != nil {
 		return err
 	}
@@ -387,6 +396,13 @@ func runDynamic(ctx context.Context, o *options) error {
 		return err
 	}
 	m1, merr := r.proxy.scrape()
+	if o.pprofDir != "" {
+		path := filepath.Join(o.pprofDir, "heap.pb.gz")
+		if err := r.proxy.writeProfile("heap?gc=1", path); err != nil {
+			return err
+		}
+		fmt.Fprintf(o.log, "scenarios: heap profile after the run in %s\n", path)
+	}
 	kind := "distinct host-derived audiences"
 	if o.dynamicFixed {
 		kind = "distinct upstream hosts but one fixed --token-audience"
@@ -395,6 +411,7 @@ func runDynamic(ctx context.Context, o *options) error {
 	rep.add("requests, failures", fmt.Sprintf("%d in %.1fs (%.0f req/s), %d failed (%s)", res.Total, res.Elapsed.Seconds(), res.RPS(), res.Errors(), statuses(res)), "0 failed", ptr(res.Errors() == 0 && res.Total == int64(o.dynamicN)))
 	rep.add("latency", lat(res.Latency), "", nil)
 	rep.add("proxy RSS start / peak / end", fmt.Sprintf("%.1f / %.1f / %.1f MiB", float64(first)/1024, float64(peak)/1024, float64(last)/1024), "bounded", nil)
+	rep.add("proxy RSS growth (end - start)", fmt.Sprintf("%+.1f MiB", float64(last-first)/1024), fmt.Sprintf("< %d MiB", rssGrowthTarget), ptr(last-first < rssGrowthTarget*1024))
 	rep.add("STS calls", strconv.Itoa(r.sts.Calls()), fmt.Sprintf("%d (one per audience)", o.dynamicN), nil)
 	if merr == nil {
 		ev := m1.sums["token_cache_eviction_count_total"]
