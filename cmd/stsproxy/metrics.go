@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 )
 
 // meterName is the instrumentation scope of the proxy's own instruments.
@@ -62,7 +63,11 @@ func newTelemetry(enabled bool) (*telemetry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stsproxy: create Prometheus exporter: %w", err)
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	// No exemplars: the exposition is the Prometheus text format, which
+	// has none, yet the SDK's default filter keeps a reservoir per
+	// histogram series (memory per server_address and audience) and
+	// consults it on every Record.
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter))
 	return &telemetry{
 		provider: mp,
 		shutdown: mp.Shutdown,
@@ -124,14 +129,18 @@ func newProxyMetrics(mp metric.MeterProvider) (*proxyMetrics, error) {
 	return &proxyMetrics{serverDuration: sd, active: ar, clientDuration: cd, addrs: make(map[string]struct{})}, nil
 }
 
-// serverStart counts a request in flight and returns the func that records
-// its end.
-func (m *proxyMetrics) serverStart(ctx context.Context) func(method string, status int, d time.Duration) {
+// serverStart counts a request in flight; serverEnd, called with the same
+// ctx, records its end. (Two methods, not a returned closure: a closure
+// over ctx is an allocation per request.)
+func (m *proxyMetrics) serverStart(ctx context.Context) {
 	m.active.Add(ctx, 1)
-	return func(method string, status int, d time.Duration) {
-		m.active.Add(ctx, -1)
-		m.serverDuration.Record(ctx, d.Seconds(), m.serverAttrs(method, status)...)
-	}
+}
+
+// serverEnd ends what serverStart began: the request is no longer in
+// flight, and took d with this method and status.
+func (m *proxyMetrics) serverEnd(ctx context.Context, method string, status int, d time.Duration) {
+	m.active.Add(ctx, -1)
+	m.serverDuration.Record(ctx, d.Seconds(), m.serverAttrs(method, status)...)
 }
 
 // serverKey identifies one set of server-duration attributes.
