@@ -26,10 +26,14 @@ import (
 
 // Defaults of the configuration, named so usage text and validation agree.
 const (
-	defaultListenAddr        = ":8080"
-	defaultUpstreamScheme    = "https"
-	defaultHostHeader        = "X-Upstream-Host"
-	defaultUpstreamTimeout   = 30 * time.Second
+	defaultListenAddr      = ":8080"
+	defaultUpstreamScheme  = "https"
+	defaultHostHeader      = "X-Upstream-Host"
+	defaultUpstreamTimeout = 30 * time.Second
+	// defaultUpstreamIdleConns is --upstream-idle-conns: as many idle
+	// connections as one upstream may keep, so header routing over many
+	// hosts holds no more memory for them than a single upstream does.
+	defaultUpstreamIdleConns = maxIdleConnsPerHost
 	defaultMetricsListenAddr = ":9090"
 	defaultMetricsPath       = "/metrics"
 	defaultShutdownTimeout   = 15 * time.Second
@@ -104,6 +108,7 @@ var proxyFlagSpecs = []flagSpec{
 	{name: "allowed-hosts", kind: kindCommaList, usage: "upstream hosts tokens may be sent to: exact or *.suffix, optional :port (comma list, repeatable); '*' alone allows any host"},
 	{name: "require-tls-upstream", kind: kindBool, def: "false", usage: "refuse to send a token over plain http to an upstream that is not a loopback address"},
 	{name: "upstream-timeout", def: defaultUpstreamTimeout.String(), usage: "how long to wait for upstream response headers, more than 0"},
+	{name: "upstream-idle-conns", def: strconv.Itoa(defaultUpstreamIdleConns), usage: "idle upstream connections kept for reuse, in all (at most " + strconv.Itoa(maxIdleConnsPerHost) + " per host), 1 to 100000; each costs about 25 KiB"},
 	{name: "token-audience", kind: kindList, usage: "token audience (repeatable; env is a comma list); unset derives <scheme>://<host> per request"},
 	{name: "token-header", def: stsauth.DefaultHeader, usage: "request header that carries the token to the upstream; clients' values of it and of Authorization are removed"},
 	{name: "token-format", def: stsauth.DefaultFormat, usage: "value of --token-header, " + stsauth.TokenPlaceholder + " standing for the token, exactly once; no control characters (CR, LF)"},
@@ -248,6 +253,7 @@ type config struct {
 	allowed         *stsauth.AllowedHosts // nil when allowedHosts is empty or '*'
 	anyHost         bool                  // --allowed-hosts '*': header routing may reach any host
 	upstreamTimeout time.Duration
+	upstreamIdle    int  // idle upstream connections kept, in all; 0: the default
 	requireTLS      bool // refuse plain http to non-loopback upstreams
 
 	tokenHeader string // canonical name of the header that carries the token
@@ -607,6 +613,11 @@ func validate(raw map[string]*rawValue) (*config, error) {
 	s, v = get("upstream-timeout")
 	if c.upstreamTimeout, err = parsePositiveDuration(v); err != nil {
 		return nil, invalid(s, v, "want a duration more than 0, such as 30s")
+	}
+
+	s, v = get("upstream-idle-conns")
+	if c.upstreamIdle, err = strconv.Atoi(v); err != nil || c.upstreamIdle < 1 || c.upstreamIdle > 100_000 {
+		return nil, invalid(s, v, "want an integer from 1 to 100000")
 	}
 
 	if rv := raw["token-audience"]; rv.set() {

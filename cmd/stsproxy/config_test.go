@@ -155,6 +155,19 @@ func TestParseConfigValid(t *testing.T) {
 				assert.Equal(t, time.Millisecond, c.shutdownTimeout)
 				assert.Equal(t, 2*time.Second, c.upstreamTimeout)
 			}},
+		{"upstream idle conns", nil, map[string]string{"UPSTREAM_IDLE_CONNS": "8"},
+			func(t *testing.T, c *config) {
+				assert.Equal(t, 8, c.upstreamIdle)
+				base := newBaseTransport(c)
+				assert.Equal(t, 8, base.MaxIdleConns)
+				assert.Equal(t, 8, base.MaxIdleConnsPerHost)
+			}},
+		{"upstream idle conns default", nil, nil,
+			func(t *testing.T, c *config) {
+				base := newBaseTransport(c)
+				assert.Equal(t, 64, base.MaxIdleConns)
+				assert.Equal(t, 64, base.MaxIdleConnsPerHost)
+			}},
 		{"token header and format env", nil, map[string]string{"TOKEN_HEADER": "x-api-token", "TOKEN_FORMAT": "Bearer tenant-a:{token}"},
 			func(t *testing.T, c *config) {
 				assert.Equal(t, "X-Api-Token", c.tokenHeader)
@@ -237,6 +250,8 @@ func TestParseConfigInvalid(t *testing.T) {
 		{"tag empty key", nil, map[string]string{"TOKEN_TAGS": "=v"}, `invalid --token-tag/TOKEN_TAGS "=v": want key=value`},
 		{"tag duplicate", []string{"--token-tag", "a=1", "--token-tag", "a=2"}, nil, `invalid --token-tag/TOKEN_TAGS "a=2": want each key once`},
 		{"tag long value", []string{"--token-tag", "a=" + strings.Repeat("v", 257)}, nil, `want a value of at most 256 characters`},
+		{"idle conns zero", []string{"--upstream-idle-conns", "0"}, nil, `invalid --upstream-idle-conns/UPSTREAM_IDLE_CONNS "0": want an integer from 1 to 100000`},
+		{"idle conns junk", nil, map[string]string{"UPSTREAM_IDLE_CONNS": "lots"}, `invalid --upstream-idle-conns/UPSTREAM_IDLE_CONNS "lots": want an integer from 1 to 100000`},
 		{"cache size", []string{"--token-cache-size", "0"}, nil, `invalid --token-cache-size/TOKEN_CACHE_SIZE "0": want an integer of at least 1`},
 		{"cache size junk", nil, map[string]string{"TOKEN_CACHE_SIZE": "many"}, `invalid --token-cache-size/TOKEN_CACHE_SIZE "many": want an integer of at least 1`},
 		{"mint rate negative", []string{"--token-mint-rate", "-1"}, nil, `invalid --token-mint-rate/TOKEN_MINT_RATE "-1": want a number of tokens a second, 0 (no limit) or more`},

@@ -23,12 +23,10 @@ import (
 	"github.com/stsauth/stsauth/verify"
 )
 
-// Idle upstream connections kept for reuse: per host, and in all (which
-// bounds them when header routing spreads traffic over many hosts).
-const (
-	maxIdleConnsPerHost = 64
-	maxIdleConns        = 256
-)
+// maxIdleConnsPerHost is how many idle connections to one upstream are
+// kept for reuse; --upstream-idle-conns bounds them in all, which matters
+// when header routing spreads traffic over many hosts.
+const maxIdleConnsPerHost = 64
 
 // Response bodies of the errors the proxy itself answers (http.Error adds
 // the newline). They are fixed strings so no upstream or token detail ever
@@ -154,8 +152,15 @@ func newBaseTransport(cfg *config) *http.Transport {
 	// A proxy sends most of its traffic to few hosts, often one. The
 	// default of 2 idle connections per host made every burst above 2
 	// concurrent requests dial anew and leave sockets in TIME_WAIT.
-	base.MaxIdleConnsPerHost = maxIdleConnsPerHost
-	base.MaxIdleConns = maxIdleConns
+	// Each idle connection holds two goroutines and 8 KiB of buffers, about
+	// 25 KiB in all: header routing over many hosts kept 256 of them
+	// (6 MiB) before --upstream-idle-conns bounded them.
+	idle := cfg.upstreamIdle
+	if idle < 1 {
+		idle = defaultUpstreamIdleConns // stsproxy inbound has no flag
+	}
+	base.MaxIdleConns = idle
+	base.MaxIdleConnsPerHost = min(maxIdleConnsPerHost, idle)
 	return base
 }
 

@@ -13,7 +13,6 @@ import (
 
 	"github.com/stsauth/stsauth"
 	"github.com/stsauth/stsauth/ststest"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
 
 // BenchmarkProxyHandler measures the outbound proxy's handler against the
@@ -22,7 +21,7 @@ import (
 // once, so only the per-request work differs (routing, the Via and
 // X-Forwarded-For headers, the library's cached token, both request
 // metrics on an OTel SDK provider and the access log at its default
-// level).
+// level), with the proxy's own metrics pipeline.
 func BenchmarkProxyHandler(b *testing.B) {
 	sts := ststest.NewServer()
 	defer sts.Close()
@@ -41,8 +40,12 @@ func BenchmarkProxyHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	defer mp.Shutdown(context.Background())
+	tel, err := newTelemetry(true) // the proxy's own pipeline
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tel.shutdown(context.Background())
+	mp := tel.provider
 	pm, err := newProxyMetrics(mp)
 	if err != nil {
 		b.Fatal(err)
