@@ -138,7 +138,17 @@ type proxy struct {
 	cfg     *config
 	viaName string // this instance's pseudonym in Via, "stsproxy-<8 hex>"
 	via     string // the Via value added to outbound requests
+	// viaOnly is []string{via} with no spare capacity, set as the Via of
+	// a request that has none: shared by every request, since an append
+	// to a full slice copies it and nothing writes header values in place.
+	viaOnly []string
+	// fixedURL is the upstream URL with --upstream-host, which rewrite
+	// then needs not build per request; nil with header routing.
+	fixedURL *url.URL
 }
+
+// forwardedProto holds the X-Forwarded-Proto values, shared like viaOnly.
+var forwardedProto = [2][]string{{"http"}, {"https"}}
 
 // newBaseTransport returns the transport that carries requests to upstreams:
 // the library's guarded clone of [http.DefaultTransport] (never modified
@@ -169,6 +179,10 @@ func newBaseTransport(cfg *config) *http.Transport {
 func newProxy(cfg *config, rt http.RoundTripper, log *slog.Logger, m *proxyMetrics) *proxy {
 	p := &proxy{cfg: cfg, viaName: newViaName()}
 	p.via = "1.1 " + p.viaName
+	p.viaOnly = []string{p.via}
+	if cfg.upstreamHost != "" {
+		p.fixedURL = &url.URL{Scheme: cfg.upstreamScheme, Host: cfg.upstreamHost}
+	}
 	p.forwarder = newForwarder(p.rewrite, rt, log, m, cfg.accessLog)
 	p.mintRetryAfter = mintRetryAfter(cfg.mintRate)
 	return p
@@ -190,14 +204,22 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 	// Keep appending to the client's X-Forwarded-For, as the proxy we
 	// replace did; SetXForwarded appends the client address to it.
 	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
-	pr.SetURL(&url.URL{Scheme: p.cfg.upstreamScheme, Host: st.target})
-	pr.SetXForwarded()
+	u := p.fixedURL
+	if u == nil || u.Host != st.target {
+		u = &url.URL{Scheme: p.cfg.upstreamScheme, Host: st.target}
+	}
+	pr.SetURL(u)
+	setXForwarded(pr)
 	if p.cfg.hostHeader != hostHeaderRequestLine {
 		pr.Out.Header.Del(p.cfg.hostHeader)
 	}
 	// Mark the request as having passed through this instance, appending
 	// to any Via the client sent, so a request that comes back is caught.
-	pr.Out.Header.Add("Via", p.via)
+	if _, ok := pr.Out.Header["Via"]; ok {
+		pr.Out.Header.Add("Via", p.via)
+	} else {
+		pr.Out.Header["Via"] = p.viaOnly[:1:1]
+	}
 	// A client's Authorization never reaches the upstream, nor its value of
 	// the header that carries the token (which the transport sets). Log
 	// that it happened, never the value.
@@ -207,6 +229,28 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 			pr.Out.Header.Del(name)
 		}
 	}
+}
+
+// setXForwarded does what [httputil.ProxyRequest.SetXForwarded] does, but
+// sets X-Forwarded-Proto from the shared forwardedProto slices instead of
+// allocating one per request: it appends the client's IP to
+// X-Forwarded-For (or removes the header if the remote address has none)
+// and sets X-Forwarded-Host to the inbound Host.
+func setXForwarded(pr *httputil.ProxyRequest) {
+	if clientIP, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		if prior := pr.Out.Header["X-Forwarded-For"]; len(prior) > 0 {
+			clientIP = strings.Join(prior, ", ") + ", " + clientIP
+		}
+		pr.Out.Header["X-Forwarded-For"] = []string{clientIP}
+	} else {
+		delete(pr.Out.Header, "X-Forwarded-For")
+	}
+	pr.Out.Header["X-Forwarded-Host"] = []string{pr.In.Host}
+	proto := forwardedProto[0]
+	if pr.In.TLS != nil {
+		proto = forwardedProto[1]
+	}
+	pr.Out.Header["X-Forwarded-Proto"] = proto[:1:1]
 }
 
 // modifyResponse records the upstream status for the access log, which
