@@ -24,7 +24,7 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_ROUNDS [3]  BENCH_DURATION [5s]  BENCH_CONNS [32]
-#   BENCH_STSPROXY_FLAGS [] extra stsproxy flags in compare, e.g. "--log-level warn"
+#   BENCH_STSPROXY_FLAGS [] extra stsproxy flags in compare and inbound, e.g. "--log-level warn"
 #   BENCH_OUT []      directory to keep the raw loadtest JSON in
 #   BENCH_INBOUND_B_FLAGS [] with inbound: also run a second stsproxy inbound,
 #                     "inbound-b", with these extra flags (e.g. "--access-log=false")
