@@ -55,7 +55,7 @@ func BenchmarkInboundHandler(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		h    http.Handler
-	}{{"floor", floor}, {"inbound", in}} {
+	}{{"rt=floor", floor}, {"rt=inbound", in}} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
