@@ -56,6 +56,12 @@
 // previous ones published, [Server.SetJWKSStatus] takes discovery and the
 // JWKS offline, and [Server.JWKSCalls] counts key fetches.
 //
+// For code that finds its Region or credentials on EC2: [NewIMDS] starts a
+// fake of the instance metadata service on loopback (the instance's Region,
+// its role's credentials, or silence), and [IMDS.Env] is the environment
+// that points the AWS SDK at it and nowhere else, so a test never reaches
+// the real 169.254.169.254.
+//
 // Like [net/http/httptest], the package takes no [testing.TB]: it works in
 // runnable examples and in development binaries. Setup failures panic with a
 // message prefixed "ststest:". All methods of [Server] are safe for
