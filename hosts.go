@@ -3,7 +3,9 @@ package stsauth
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -270,6 +272,33 @@ func (a *AllowedHosts) AllowsURLHost(scheme, hostport string) bool {
 		port = defaultPort(strings.ToLower(scheme))
 	}
 	return a.allows(strings.ToLower(host), port)
+}
+
+// Audiences returns the audiences [HostAudience] derives, with scheme, for
+// the requests a allows. In exact, an audience set for each exact host's
+// origin: the sets a tool can ask tokens for (stsproxy doctor does). In
+// patterns, the origin of every host, a "*.suffix" kept as an IAM wildcard:
+// [PolicyParams.AudiencePatterns] for a role whose audiences are derived per
+// request (stsproxy policy uses them). Ports are dropped, as HostAudience
+// drops them; both are sorted, without duplicates.
+func (a *AllowedHosts) Audiences(scheme string) (exact []Audience, patterns []string) {
+	origin := func(host string) string {
+		if strings.Contains(host, ":") { // IPv6 literal: keep the brackets
+			host = "[" + host + "]"
+		}
+		return strings.ToLower(scheme) + "://" + host
+	}
+	for _, host := range slices.Sorted(maps.Keys(a.exact)) {
+		if aud, err := NewAudience(origin(host)); err == nil {
+			exact = append(exact, aud)
+			patterns = append(patterns, aud.Values()[0])
+		}
+	}
+	for _, s := range a.suffixes {
+		patterns = append(patterns, origin("*"+s.suffix))
+	}
+	slices.Sort(patterns)
+	return exact, slices.Compact(patterns)
 }
 
 // allows matches a lower-case host (IPv6 unbracketed) and port.

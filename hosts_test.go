@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -368,4 +369,19 @@ func TestHostChecksDoNotAllocate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}))
+}
+
+func TestAllowedHostsAudiences(t *testing.T) {
+	t.Parallel()
+	a, err := ParseAllowedHosts("*.example.com:443", "[2001:DB8::1]", "Api.Other.example", "api.other.example:8443", "*.b.example")
+	require.NoError(t, err)
+	exact, patterns := a.Audiences("HTTPS")
+	assert.Equal(t, []Audience{MustAudience("https://[2001:db8::1]"), MustAudience("https://api.other.example")}, exact)
+	assert.Equal(t, []string{"https://*.b.example", "https://*.example.com", "https://[2001:db8::1]", "https://api.other.example"}, patterns)
+	for _, aud := range exact {
+		host := strings.TrimPrefix(aud.Values()[0], "https://")
+		derived, err := HostAudience{}.ResolveAudience(&http.Request{URL: &url.URL{Scheme: "https", Host: host}})
+		require.NoError(t, err)
+		assert.Equal(t, aud, derived, "what HostAudience derives for %s", host)
+	}
 }

@@ -285,17 +285,8 @@ func doctorAudienceSets(cfg *config) ([]stsauth.Audience, string) {
 		}
 	}
 	var sets []stsauth.Audience
-	seen := map[string]bool{}
-	for _, h := range cfg.allowedHosts {
-		if strings.Contains(h, "*") { // "*.suffix", or "*" for any host
-			continue
-		}
-		a, err := stsauth.OriginAudience(cfg.upstreamScheme, h)
-		if err != nil || seen[a.String()] {
-			continue
-		}
-		seen[a.String()] = true
-		sets = append(sets, a)
+	if cfg.allowed != nil {
+		sets, _ = cfg.allowed.Audiences(cfg.upstreamScheme) // exact hosts only: wildcards cannot be tested
 	}
 	if len(sets) == 0 {
 		return nil, "no audience to test: the proxy derives audiences from each request's host, and --allowed-hosts names no exact host"

@@ -83,16 +83,10 @@ func policyParams(cfg *config) (stsauth.PolicyParams, []string, error) {
 		}
 		p.Audiences = aud.Values()
 		notes = append(notes, fmt.Sprintf("no --token-audience: every token is for the pinned upstream's origin %s", p.Audiences[0]))
-	case cfg.allowedHosts != nil:
-		for _, h := range cfg.allowedHosts {
-			// The origin HostAudience derives for this host; a wildcard
-			// "*.suffix" stays one, for StringLike.
-			aud, err := stsauth.OriginAudience(cfg.upstreamScheme, h)
-			if err != nil {
-				return p, nil, fmt.Errorf("allowed host %q: %w", h, err)
-			}
-			p.AudiencePatterns = append(p.AudiencePatterns, aud.Values()[0])
-		}
+	case cfg.allowed != nil:
+		// The origins HostAudience derives for the allowed hosts; a
+		// wildcard "*.suffix" stays one, for StringLike.
+		_, p.AudiencePatterns = cfg.allowed.Audiences(cfg.upstreamScheme)
 		notes = append(notes, "audiences are dynamic (derived from each request's upstream host): the policy allows the origins of --allowed-hosts")
 	default:
 		notes = append(notes, "audiences are dynamic (derived from each request's upstream host) and there is no --allowed-hosts: the policy cannot restrict sts:IdentityTokenAudience; set --token-audience, --upstream-host or --allowed-hosts to narrow it")
