@@ -161,7 +161,7 @@ func TestE2EFallbackRegion(t *testing.T) {
 			// One attempt per call: the SDK's own retries of a 500 would
 			// only make the test slower.
 			env := append(awsEnv(t, primary), "AWS_MAX_ATTEMPTS=1")
-			p := startProxyEnv(t, env, "--upstream-host", up.host(), "--token-fetch-timeout", "4s",
+			p := startProxyEnv(t, env, "--upstream-host", up.host(), "--token-fetch-timeout", "6s",
 				"--sts-fallback-regions", "us-west-2="+fallback.URL)
 			p.waitLog(t, `"msg":"STS fallback regions","primary":"us-east-1","fallback_regions":"us-west-2"`)
 
