@@ -36,8 +36,13 @@
 // exponential backoff and full jitter (1 s doubling to 30 s). With no token
 // and STS failing, requests get the last error at once until the backoff
 // allows another call; failures every set shares (credentials, throttling,
-// the network) back off the whole source, and at most 32 STS calls run at
-// once. [WithFallback] adds STS clients of other regions, asked in turn when
+// the network) back off the whole source, callers already queued for a
+// fetch included, and at most 32 STS calls run at once. No Token call waits
+// longer than the fetch timeout (30 s, [WithFetchTimeout]), its wait for a
+// fetch slot included. Minting tokens for sets the source does not hold is
+// bounded by a token bucket ([WithMintRate]: 500 at once, then 10 a second),
+// past which such a call fails at once with [ErrMintRateExceeded] while
+// cached sets keep being served. [WithFallback] adds STS clients of other regions, asked in turn when
 // a region fails (throttling, a 5xx, the network, a timeout), never when it
 // answers about the request.
 //
