@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -25,7 +26,15 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// No test may reach the real instance metadata service: one that asks
+	// it without pointing the SDK at a fake (ststest.IMDS) is refused on
+	// loopback at once.
+	if os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT") == "" {
+		os.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1")
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // fakeClock is a settable clock shared by a TokenSource and fakeSTS. Its
 // timers fire only when firing is set (scheduler tests); otherwise they

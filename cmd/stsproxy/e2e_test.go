@@ -50,6 +50,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	// No test may reach the real instance metadata service: one that asks
+	// it without pointing the SDK at a fake (ststest.IMDS) is refused on
+	// loopback at once. Child processes get their own environment.
+	if os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT") == "" {
+		os.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1")
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
