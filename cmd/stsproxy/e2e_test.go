@@ -282,6 +282,29 @@ func (u *recordingUpstream) lastRequest() (*http.Request, int) {
 
 func (u *recordingUpstream) host() string { return strings.TrimPrefix(u.URL, "http://") }
 
+// serveTestUpgrade switches an "Upgrade: test-proto" request to that
+// protocol: it reads one line and answers reply(line) on the hijacked
+// connection.
+func serveTestUpgrade(w http.ResponseWriter, r *http.Request, reply func(line string) string) {
+	if r.Header.Get("Upgrade") != "test-proto" {
+		http.Error(w, "no upgrade", http.StatusBadRequest)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test-proto\r\nConnection: Upgrade\r\n\r\n")
+	brw.Flush()
+	line, err := brw.ReadString('\n')
+	if err != nil {
+		return
+	}
+	fmt.Fprint(brw, reply(line))
+	brw.Flush()
+}
+
 func TestE2EProxy(t *testing.T) {
 	t.Parallel()
 	sts := newSTS(t)
@@ -305,23 +328,7 @@ func TestE2EProxy(t *testing.T) {
 			case <-time.After(waitTimeout):
 			}
 		case "/upgrade":
-			if r.Header.Get("Upgrade") != "test-proto" {
-				http.Error(w, "no upgrade", http.StatusBadRequest)
-				return
-			}
-			conn, brw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test-proto\r\nConnection: Upgrade\r\n\r\n")
-			brw.Flush()
-			line, err := brw.ReadString('\n')
-			if err != nil {
-				return
-			}
-			fmt.Fprint(brw, "echo: "+line)
-			brw.Flush()
+			serveTestUpgrade(w, r, func(line string) string { return "echo: " + line })
 		default:
 			fmt.Fprintf(w, "path=%s query=%s", r.URL.Path, r.URL.RawQuery)
 		}

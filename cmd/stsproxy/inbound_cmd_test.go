@@ -468,16 +468,7 @@ func TestInboundStreamsAndUpgrades(t *testing.T) {
 			}
 			fmt.Fprint(w, "data: two\n\n")
 		case "/upgrade":
-			conn, brw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test-proto\r\nConnection: Upgrade\r\n\r\n")
-			brw.Flush()
-			line, _ := brw.ReadString('\n')
-			fmt.Fprintf(brw, "%s says %s", r.Header.Get("X-Aws-Account"), line)
-			brw.Flush()
+			serveTestUpgrade(w, r, func(line string) string { return r.Header.Get("X-Aws-Account") + " says " + line })
 		default:
 			fmt.Fprint(w, r.Header.Get("Authorization") != "")
 		}
