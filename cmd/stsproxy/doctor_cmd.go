@@ -33,9 +33,10 @@ var doctorCommand = &command{
 	name:     "stsproxy doctor",
 	synopsis: "stsproxy doctor [--json] [proxy flags]",
 	summary:  "check the setup a token needs, and print the fix for each failure",
-	about: "Checks, with the proxy's own flags and environment, the region, the credentials, the caller's identity, " +
-		"a token for each configured audience set, its claims, the issuer's discovery document and keys, and the token's " +
-		"signature, and prints each check as PASS, FAIL with the fix, or SKIP. It never prints a token. " +
+	about: "Checks, with the proxy's own flags and environment, the region (and where it came from), the credentials, " +
+		"the caller's identity, a token for each configured audience set, the issuer's discovery document and keys, and the " +
+		"token as an API would verify it (package verify), and prints each check as PASS, FAIL with the fix, or SKIP. " +
+		"It never prints a token. Off AWS it ends in about a second. " +
 		"With --local-sts every check runs against an emulator. Exit status 0 only if every check passed.",
 	own: []flagSpec{{name: "json", kind: kindBool, def: "false", noEnv: true, usage: "print the report as JSON"}},
 }
