@@ -197,7 +197,7 @@ func TestKustomizationsCoverBothModes(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, sidecars, 2, "sidecar base and example")
 	assert.GreaterOrEqual(t, shared, 2, "shared proxy base and example")
-	assert.GreaterOrEqual(t, inbound, 1, "stsproxy inbound sidecar base")
+	assert.GreaterOrEqual(t, inbound, 2, "stsproxy inbound sidecar base and example")
 }
 
 // TestExamplesUseTheImageComponent checks that the image is named in one
