@@ -33,6 +33,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -141,7 +142,7 @@ type echo struct {
 // handler logs and echoes each request, verifying a bearer JWT with v.
 func handler(log *slog.Logger, v *verifier) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e := echo{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host, Headers: redactAuthorization(r.Header)}
+		e := echo{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host, Headers: redactTokens(r.Header)}
 		attrs := []any{"method", r.Method, "host", r.Host, "path", r.URL.Path}
 		auth := r.Header.Get("Authorization")
 		attrs = append(attrs, "authorization", auth != "")
@@ -163,22 +164,33 @@ func handler(log *slog.Logger, v *verifier) http.Handler {
 	})
 }
 
-// redactAuthorization returns a copy of h whose Authorization values keep
-// only their scheme and length: the answer goes back through the proxy to
-// the client, which must not get the token (its claims are in jwt_claims).
-func redactAuthorization(h http.Header) http.Header {
-	vals := h.Values("Authorization")
-	if len(vals) == 0 {
-		return h
-	}
+// redactTokens returns a copy of h whose Authorization values keep only
+// their scheme and length, and in whose other values every compact JWT
+// (stsproxy --token-header can put the token in any header, inside
+// --token-format) is replaced by its length: the answer goes back through
+// the proxy to the client, which must not get the token (its claims are in
+// jwt_claims).
+func redactTokens(h http.Header) http.Header {
 	h = h.Clone()
-	h.Del("Authorization")
-	for _, v := range vals {
-		scheme, _, _ := strings.Cut(v, " ")
-		h.Add("Authorization", fmt.Sprintf("%s [redacted, %d bytes]", scheme, len(v)))
+	for name, vals := range h {
+		for i, v := range vals {
+			if name == "Authorization" {
+				scheme, _, _ := strings.Cut(v, " ")
+				vals[i] = fmt.Sprintf("%s [redacted, %d bytes]", scheme, len(v))
+				continue
+			}
+			vals[i] = jwtPattern.ReplaceAllStringFunc(v, func(jwt string) string {
+				return fmt.Sprintf("[redacted JWT, %d bytes]", len(jwt))
+			})
+		}
 	}
 	return h
 }
+
+// jwtPattern matches a compact JWS whose header and payload are JSON
+// objects, as every JWT's are: both parts start with eyJ, the base64url of
+// `{"`.
+var jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*`)
 
 // decodeBearer decodes the header and claims of a "Bearer <jwt>" value. The
 // signature is never decoded or returned, so the log cannot replay the token.

@@ -129,3 +129,36 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestHandlerNeverEchoesATokenInAnotherHeader: stsproxy --token-header puts
+// the token in a header of the operator's choice, such as X-Api-Token, with
+// --token-format around it; the answer goes back to the client through the
+// proxy, so no header may carry it back, whatever its name.
+func TestHandlerNeverEchoesATokenInAnotherHeader(t *testing.T) {
+	t.Parallel()
+	v, err := newVerifier("", loopbackTransport())
+	require.NoError(t, err)
+	srv := httptest.NewServer(handler(slog.New(slog.DiscardHandler), v))
+	t.Cleanup(srv.Close)
+
+	b64 := base64.RawURLEncoding.EncodeToString
+	signature := b64([]byte("SIGNATUREPART"))
+	jwt := b64([]byte(`{"alg":"RS256"}`)) + "." + b64([]byte(`{"aud":"x"}`)) + "." + signature
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Api-Token", "tenant-a:"+jwt+";v=1")
+	req.Header.Add("Cookie", "session="+jwt)
+	req.Header.Set("X-Forwarded-Host", "127.0.0.1:8443")
+	res, err := srv.Client().Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+
+	assert.NotContains(t, string(body), signature, "the answer carries the token back to the client: %s", body)
+	var got echo
+	require.NoError(t, json.Unmarshal(body, &got))
+	assert.Equal(t, []string{fmt.Sprintf("tenant-a:[redacted JWT, %d bytes];v=1", len(jwt))}, got.Headers["X-Api-Token"])
+	assert.Equal(t, []string{fmt.Sprintf("session=[redacted JWT, %d bytes]", len(jwt))}, got.Headers["Cookie"])
+	assert.Equal(t, []string{"127.0.0.1:8443"}, got.Headers["X-Forwarded-Host"], "a dotted value is no token")
+}
