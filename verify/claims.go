@@ -17,6 +17,12 @@ const AWSNamespace = "https://sts.amazonaws.com/"
 // Claims are the verified claims of an AWS outbound federation token.
 // Verify returns them only after the signature, issuer, audience, times,
 // account binding, policy and replay checks have passed.
+//
+// Claims of a token answered from the verified-token cache share their
+// slices and maps (Audience, Raw, AWS.OUPath and the tag maps) with every
+// other request that carries the same token, possibly at the same time:
+// read them, and copy before changing any (writing to a shared tag map
+// while another request reads it is a data race).
 type Claims struct {
 	// Issuer is the iss claim, one of [Config.Issuers].
 	Issuer string

@@ -18,7 +18,9 @@ func NewContext(ctx context.Context, c *Claims) context.Context {
 }
 
 // ClaimsFromContext returns the claims [Verifier.Middleware] verified for
-// the request whose context is ctx, and whether there are any.
+// the request whose context is ctx, and whether there are any. Their
+// slices and maps may be shared with concurrent requests (see [Claims]):
+// read them, never modify them.
 func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
 	c, ok := ctx.Value(claimsKey{}).(*Claims)
 	return c, ok && c != nil

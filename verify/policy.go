@@ -40,7 +40,9 @@ type Policy struct {
 	// Check, if non-nil, runs last on the claims for any other rule. A
 	// non-nil error refuses the token; [errors.Is] with [ErrPolicy] holds
 	// for it, and its text is kept in the error's detail, so it must not
-	// hold secrets.
+	// hold secrets. It runs on every request, cached token or not, and
+	// must not modify the claims' slices and maps, which are shared (see
+	// [Claims]).
 	Check func(*Claims) error
 }
 
