@@ -49,7 +49,8 @@
 // predictable (RSA_0, then RSA_1), and remembering a miss would let a forged
 // token naming the next kid delay the issuer's key rotation. After a
 // rotation, real tokens are refused for at most the cooldown.
-// [Verifier.Prime] fetches every issuer's keys at startup.
+// [Verifier.Prime] fetches every issuer's keys at startup, and
+// [Verifier.Ready] reports whether they are all in, for a readiness probe.
 //
 // # A token is checked once
 //
@@ -70,7 +71,12 @@
 //
 // Errors are [*Error] values matching one sentinel each ([ErrExpired],
 // [ErrAudience], [ErrUntrustedIssuer], [ErrSignature], [ErrPolicy],
-// [ErrReplay] and so on), and never contain the token. The verifier counts
+// [ErrReplay] and so on), and never contain the token. [Reason] names an
+// error's reason class for metrics and logs. A server that answers refusals
+// itself, such as a proxy, verifies a request with [Verifier.VerifyRequest]
+// and answers a failure with [WriteError], as [Verifier.Middleware] does:
+// 401 with an RFC 6750 WWW-Authenticate header, 403 for a policy refusal,
+// 503 without keys, and a JSON body naming the reason class. The verifier counts
 // verifications by result, key fetches by issuer and result, and tokens
 // the replay guard had to forget before they expired, with OpenTelemetry
 // metrics.
