@@ -2,11 +2,15 @@
 // bare [httputil.ReverseProxy] (Rewrite, SetURL) to -upstream that sets a
 // constant "Authorization: Bearer <constant>" header and does nothing else.
 //
-//	floorproxy -upstream http://127.0.0.1:PORT [-listen 127.0.0.1:0] [-max-idle-conns-per-host N] [-buffer-pool]
+//	floorproxy -upstream http://127.0.0.1:PORT [-listen 127.0.0.1:0] [-max-idle-conns-per-host N] [-max-idle-conns N] [-buffer-pool] [-host-header NAME]
 //
 // Its transport is a clone of [http.DefaultTransport], as stsproxy's is, so
 // the two differ only by the token machinery; -max-idle-conns-per-host
-// raises the idle pool for a tuned floor. It logs one JSON record
+// raises the idle pool for a tuned floor. With -host-header it routes each
+// request to the loopback host[:port] that header names, as stsproxy's
+// header routing does (a request naming anything else gets 400), still
+// setting the constant header: the floor of the header-routing scenarios.
+// It logs one JSON record
 // {"msg":"listening","addr":...} to stderr once it accepts connections.
 // Loopback only: both -listen and -upstream must be loopback addresses.
 package main
@@ -53,16 +57,25 @@ func loopbackHost(host string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// newProxy returns the floor proxy to target.
-func newProxy(target *url.URL, maxIdlePerHost int, pooled bool) *httputil.ReverseProxy {
+// newProxy returns the floor proxy to target, or with a hostHeader to the
+// host that header names.
+func newProxy(target *url.URL, maxIdlePerHost, maxIdle int, pooled bool, hostHeader string) http.Handler {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if maxIdlePerHost > 0 {
 		tr.MaxIdleConnsPerHost = maxIdlePerHost
 		tr.MaxIdleConns = max(tr.MaxIdleConns, maxIdlePerHost)
 	}
+	if maxIdle > 0 {
+		tr.MaxIdleConns = maxIdle
+	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
+			if hostHeader != "" {
+				pr.SetURL(&url.URL{Scheme: target.Scheme, Host: pr.In.Header.Get(hostHeader)})
+				pr.Out.Header.Del(hostHeader)
+			} else {
+				pr.SetURL(target)
+			}
 			pr.Out.Header["Authorization"] = []string{bearer}
 		},
 		Transport: tr,
@@ -70,7 +83,17 @@ func newProxy(target *url.URL, maxIdlePerHost int, pooled bool) *httputil.Revers
 	if pooled {
 		rp.BufferPool = bufferPool{}
 	}
-	return rp
+	if hostHeader == "" {
+		return rp
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.Header.Get(hostHeader))
+		if err != nil || !loopbackHost(host) {
+			http.Error(w, "want "+hostHeader+": <loopback IP>:PORT", http.StatusBadRequest)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
 }
 
 // bufferPool is a sync.Pool of ReverseProxy copy buffers, like stsproxy's.
@@ -95,6 +118,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	upstream := fs.String("upstream", "", "upstream base URL, http://127.0.0.1:PORT (required)")
 	maxIdle := fs.Int("max-idle-conns-per-host", 0, "idle upstream connections kept per host; 0 keeps Go's default (2)")
 	pooled := fs.Bool("buffer-pool", false, "copy response bodies through pooled buffers, as stsproxy does")
+	maxIdleAll := fs.Int("max-idle-conns", 0, "idle upstream connections kept in all; 0 keeps Go's default (100)")
+	hostHeader := fs.String("host-header", "", "route each request to the loopback host:port this header names, not to -upstream's host")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -111,8 +136,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "floorproxy: -listen %q: want <loopback IP>:PORT\n", *listen)
 		return 2
 	}
-	if *maxIdle < 0 {
-		fmt.Fprintf(stderr, "floorproxy: -max-idle-conns-per-host %d: want 0 or more\n", *maxIdle)
+	if *maxIdle < 0 || *maxIdleAll < 0 {
+		fmt.Fprintln(stderr, "floorproxy: -max-idle-conns-per-host and -max-idle-conns: want 0 or more")
 		return 2
 	}
 	ln, err := net.Listen("tcp", *listen)
@@ -122,7 +147,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	srv := &http.Server{
-		Handler:           newProxy(target, *maxIdle, *pooled),
+		Handler:           newProxy(target, *maxIdle, *maxIdleAll, *pooled, *hostHeader),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       60 * time.Second,
 	}

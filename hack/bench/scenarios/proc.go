@@ -96,6 +96,44 @@ func startProxy(ctx context.Context, bin string, args, env []string) (*proxyProc
 	return p, nil
 }
 
+// startFloor starts the floorproxy binary bin routing by header to the
+// loopback upstream, and waits, at most 15 s, for its "listening" record.
+func startFloor(ctx context.Context, bin, upstream, hostHeader string) (*proxyProc, error) {
+	cmd := exec.CommandContext(ctx, bin, "-listen", "127.0.0.1:0", "-upstream", "http://"+upstream,
+		"-host-header", hostHeader, "-max-idle-conns-per-host", "64", "-max-idle-conns", "64", "-buffer-pool")
+	cmd.Env = []string{"HOME=" + os.TempDir(), "GODEBUG=gctrace=1"}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	setParentDeathSignal(cmd)
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("scenarios: start %s: %w", bin, err)
+	}
+	p := &proxyProc{cmd: cmd, done: make(chan struct{}), levels: map[string]int{}, messages: map[string]int{}}
+	listening := make(chan [2]string, 1)
+	go p.readLog(pr, listening)
+	go func() {
+		cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	select {
+	case a := <-listening:
+		p.Addr = a[0]
+	case <-p.done:
+		return nil, fmt.Errorf("scenarios: floorproxy exited before listening: %v", cmd.ProcessState)
+	case <-time.After(15 * time.Second):
+		p.Stop()
+		return nil, errors.New("scenarios: floorproxy did not log \"listening\" within 15s")
+	}
+	if err := benchnet.CheckLoopbackAddr(p.Addr); err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("scenarios: floorproxy: %w", err)
+	}
+	return p, nil
+}
+
 func hasLoopbackFlag(args []string, name string) bool {
 	for i, a := range args {
 		v, ok := strings.CutPrefix(a, name+"=")

@@ -357,10 +357,33 @@ func runOutageHard(ctx context.Context, o *options) error {
 // runDynamic sends N requests, each routed by X-Upstream-Host to a distinct
 // loopback address and so needing a distinct audience, through a proxy with
 // a small token cache, sampling the proxy's RSS.
+// floorRSS sends the dynamic load through floorproxy routing by the same
+// header and returns its RSS at the start, peak and end, in kB.
+func floorRSS(ctx context.Context, o *options, upstream string, hosts []string) (first, peak, last int, err error) {
+	f, err := startFloor(ctx, o.floor, upstream, "X-Upstream-Host")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer f.Stop()
+	rss := sampleRSS(f.Pid(), 250*time.Millisecond)
+	res, err := load.Run(ctx, load.Config{
+		URL: "http://" + f.Addr + "/bench", Conns: o.conns, Requests: int64(o.dynamicN), Duration: 4 * time.Minute,
+		HostHeader: "X-Upstream-Host", Hosts: hosts,
+	})
+	first, peak, last = rss.Stop()
+	if err == nil && res.Errors() > 0 {
+		err = fmt.Errorf("scenarios: floorproxy: %d of %d requests failed (%s)", res.Errors(), res.Total, statuses(res))
+	}
+	return first, peak, last, err
+}
+
 func runDynamic(ctx context.Context, o *options) error {
 	env := []string{"GODEBUG=gctrace=1"} // live heap after each GC, to tell retained memory from garbage
 	if o.pprofDir != "" {
 		env = append(env, "STSPROXY_PPROF_ADDR=127.0.0.1:0")
+	}
+	if o.gomemlimit != "" {
+		env = append(env, "GOMEMLIMIT="+o.gomemlimit)
 	}
 	r, err := newRig(ctx, o, nil, true, o.dynamicKeep, func(string) []string {
 		// No mint budget: the scenario measures the cache and memory
@@ -407,18 +430,30 @@ func runDynamic(ctx context.Context, o *options) error {
 	if o.dynamicFixed {
 		kind = "distinct upstream hosts but one fixed --token-audience"
 	}
-	rep := &report{title: fmt.Sprintf("dynamic: %d requests with %s, --token-cache-size %d, %s, %d conns, upstream keep-alive %t", o.dynamicN, kind, o.dynamicCache, o.dynamicAlg, o.conns, o.dynamicKeep), command: o.command}
+	title := fmt.Sprintf("dynamic: %d requests with %s, --token-cache-size %d, %s, %d conns, upstream keep-alive %t", o.dynamicN, kind, o.dynamicCache, o.dynamicAlg, o.conns, o.dynamicKeep)
+	if o.gomemlimit != "" {
+		title += ", GOMEMLIMIT=" + o.gomemlimit
+	}
+	rep := &report{title: title, command: o.command}
 	rep.add("requests, failures", fmt.Sprintf("%d in %.1fs (%.0f req/s), %d failed (%s)", res.Total, res.Elapsed.Seconds(), res.RPS(), res.Errors(), statuses(res)), "0 failed", ptr(res.Errors() == 0 && res.Total == int64(o.dynamicN)))
 	rep.add("latency", lat(res.Latency), "", nil)
 	rep.add("proxy RSS start / peak / end", fmt.Sprintf("%.1f / %.1f / %.1f MiB", float64(first)/1024, float64(peak)/1024, float64(last)/1024), "bounded", nil)
 	rep.add("proxy RSS growth (end - start)", fmt.Sprintf("%+.1f MiB", float64(last-first)/1024), fmt.Sprintf("< %d MiB", rssGrowthTarget), ptr(last-first < rssGrowthTarget*1024))
+	if o.floor != "" {
+		ff, fp, fl, err := floorRSS(ctx, o, r.upstream, hosts)
+		if err != nil {
+			return err
+		}
+		rep.add("floor RSS start / peak / end (floorproxy -host-header X-Upstream-Host, 64 idle connections)", fmt.Sprintf("%.1f / %.1f / %.1f MiB", float64(ff)/1024, float64(fp)/1024, float64(fl)/1024), "", nil)
+		rep.add("RSS growth, stsproxy - floor", fmt.Sprintf("%+.1f - %+.1f = %+.1f MiB", float64(last-first)/1024, float64(fl-ff)/1024, float64((last-first)-(fl-ff))/1024), "", nil)
+	}
 	rep.add("STS calls", strconv.Itoa(r.sts.Calls()), fmt.Sprintf("%d (one per audience)", o.dynamicN), nil)
 	if merr == nil {
 		ev := m1.sums["token_cache_eviction_count_total"]
 		rep.add("token_cache_eviction_count_total", fmtF(ev), fmt.Sprintf("about %d", max(o.dynamicN-o.dynamicCache, 0)), nil)
 		rep.add("token_cached_audiences", fmtF(m1.sums["token_cached_audiences"]), fmt.Sprintf("<= %d", o.dynamicCache), nil)
 		series := m1.counts["token_fetch_count_total"]
-		for _, name := range []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_heap_objects", "process_open_fds"} {
+		for _, name := range []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_gc_sys_bytes", "go_memstats_other_sys_bytes", "go_memstats_heap_objects", "process_open_fds"} {
 			rep.add(name+" (before -> after)", fmtF(m0.sums[name])+" -> "+fmtF(m1.sums[name]), "", nil)
 		}
 		rep.add("token_fetch_count_total series (audience label values)", strconv.Itoa(series), "capped, far below the audience count", ptr(series < min(o.dynamicN/10, 1000)))
