@@ -6,7 +6,8 @@
 # s1 (same as compare): throughput and p99 of stsproxy and stsproxy inbound
 #   against the floor, interleaved; prints the ratios (issue 19).
 # s5: the dynamic scenario with 5000 distinct hosts routed by header;
-#   prints the proxy's RSS growth against the 15 MiB bound (issue 19).
+#   prints the proxy's RSS growth against the 15 MiB bound (issue 19), and
+#   the floor's (floorproxy routing by the same header) over the same load.
 # profile: CPU and allocation profiles of stsproxy under the s1 load, and
 #   its heap profile after s5, from a binary built with -tags stsproxy_pprof;
 #   prints the top entries and keeps the profiles in BENCH_PROFILE_DIR.
@@ -340,7 +341,7 @@ case $cmd in
 s1 | compare) compare ;;
 inbound) inbound ;;
 profile) profile ;;
-s5) scenarios dynamic -dynamic-n 5000 ;;
+s5) scenarios dynamic -dynamic-n 5000 -floor "$BIN/floorproxy" ;;
 all)
 	# 30,000 dynamic requests keep "all" under about 5 minutes on 2 CPUs;
 	# "run.sh dynamic" sends 100,000.
