@@ -13,19 +13,23 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime"
+	"strconv"
 )
 
 // init serves net/http/pprof on STSPROXY_PPROF_ADDR, a loopback address
 // (127.0.0.1:0 picks a port), and prints {"msg":"pprof listening","addr":...}
-// to stderr for the bench harness to read. It samples one allocation per
-// 4 KiB instead of 512 KiB, so a heap profile of a small proxy is exact
-// enough to attribute megabytes.
+// to stderr for the bench harness to read. STSPROXY_PPROF_MEMPROFILERATE,
+// if set, replaces runtime.MemProfileRate (512 KiB): 4096 makes a heap
+// profile of a small proxy exact enough to attribute megabytes, but costs
+// CPU on every allocation, so it is not for CPU profiles.
 func init() {
 	addr := os.Getenv("STSPROXY_PPROF_ADDR")
 	if addr == "" {
 		return
 	}
-	runtime.MemProfileRate = 4096
+	if r, err := strconv.Atoi(os.Getenv("STSPROXY_PPROF_MEMPROFILERATE")); err == nil && r > 0 {
+		runtime.MemProfileRate = r
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err == nil && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
 		ln.Close()

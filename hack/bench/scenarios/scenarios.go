@@ -380,7 +380,7 @@ func floorRSS(ctx context.Context, o *options, upstream string, hosts []string) 
 func runDynamic(ctx context.Context, o *options) error {
 	env := []string{"GODEBUG=gctrace=1"} // live heap after each GC, to tell retained memory from garbage
 	if o.pprofDir != "" {
-		env = append(env, "STSPROXY_PPROF_ADDR=127.0.0.1:0")
+		env = append(env, "STSPROXY_PPROF_ADDR=127.0.0.1:0", "STSPROXY_PPROF_MEMPROFILERATE=4096")
 	}
 	if o.gomemlimit != "" {
 		env = append(env, "GOMEMLIMIT="+o.gomemlimit)
