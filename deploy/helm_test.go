@@ -247,6 +247,20 @@ func TestHelmChartSchema(t *testing.T) {
 	}
 }
 
+// TestHelmChartNoEgressPortsIsRefused checks that an empty
+// networkPolicy.egress.httpsPorts fails the install: it would render an
+// egress rule without ports, which NetworkPolicy reads as every port, to
+// every address but link-local.
+func TestHelmChartNoEgressPortsIsRefused(t *testing.T) {
+	ch := loadChart(t)
+	vals, err := chartutil.ReadValuesFile(filepath.Join(chartDir, "ci", "minimal-values.yaml"))
+	require.NoError(t, err)
+	vals["networkPolicy"].(map[string]any)["egress"] = map[string]any{"enabled": true, "httpsPorts": []any{}}
+	_, err = renderChart(t, ch, vals)
+	require.Error(t, err, "httpsPorts: []")
+	assert.Contains(t, err.Error(), "httpsPorts")
+}
+
 // TestHelmChartVersion checks that the chart's appVersion, which the image
 // tag defaults to, is the version in the kustomize image component, and
 // that the chart supports native-sidecar-era clusters only.
