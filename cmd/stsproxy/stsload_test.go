@@ -258,3 +258,10 @@ func metricSumWith(exposition, name, label string) float64 {
 	}
 	return sum
 }
+
+func TestMintRetryAfter(t *testing.T) {
+	t.Parallel()
+	for rate, want := range map[float64]string{0: "1", 10: "1", 1: "1", 0.5: "2", 0.3: "4", 1.0 / 60: "60"} {
+		assert.Equal(t, want, mintRetryAfter(rate), "mintRetryAfter(%v)", rate)
+	}
+}
