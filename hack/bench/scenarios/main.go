@@ -49,7 +49,7 @@ type options struct {
 	dynamicFixed   bool
 	dynamicKeep    bool
 	pprofDir       string
-	gomemlimit     string
+	proxyEnv       string
 	floor          string
 
 	command string // the command line, for the report
@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.dynamicFixed, "dynamic-fixed-audience", false, "dynamic: also pass --token-audience, so only the upstream hosts vary (isolates per-host from per-audience state)")
 	fs.BoolVar(&o.dynamicKeep, "dynamic-keepalive", true, "dynamic: the upstream keeps connections alive (false: it answers Connection: close)")
 	fs.StringVar(&o.pprofDir, "pprof-dir", "", "dynamic: write the proxy's heap profile after the run (heap.pb.gz) to this directory; the stsproxy binary must be built with -tags stsproxy_pprof")
-	fs.StringVar(&o.gomemlimit, "dynamic-gomemlimit", "", "dynamic: the proxy's GOMEMLIMIT (e.g. 32MiB), its Go runtime's soft memory limit; empty: none")
+	fs.StringVar(&o.proxyEnv, "dynamic-env", "", "dynamic: comma list of KEY=VALUE added to the proxy's environment, e.g. GOGC=50,GOMEMLIMIT=24MiB")
 	fs.StringVar(&o.floor, "floor", "", "dynamic: path of the floorproxy binary; the same load then also goes through it, routing by the same header, for its RSS growth")
 	fs.StringVar(&o.command, "command", "", "the command to print in the reports; default: this command line")
 	if err := fs.Parse(args); err != nil {

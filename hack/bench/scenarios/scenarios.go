@@ -382,8 +382,8 @@ func runDynamic(ctx context.Context, o *options) error {
 	if o.pprofDir != "" {
 		env = append(env, "STSPROXY_PPROF_ADDR=127.0.0.1:0", "STSPROXY_PPROF_MEMPROFILERATE=4096")
 	}
-	if o.gomemlimit != "" {
-		env = append(env, "GOMEMLIMIT="+o.gomemlimit)
+	if o.proxyEnv != "" {
+		env = append(env, strings.Split(o.proxyEnv, ",")...)
 	}
 	r, err := newRig(ctx, o, nil, true, o.dynamicKeep, func(string) []string {
 		// No mint budget: the scenario measures the cache and memory
@@ -431,8 +431,8 @@ func runDynamic(ctx context.Context, o *options) error {
 		kind = "distinct upstream hosts but one fixed --token-audience"
 	}
 	title := fmt.Sprintf("dynamic: %d requests with %s, --token-cache-size %d, %s, %d conns, upstream keep-alive %t", o.dynamicN, kind, o.dynamicCache, o.dynamicAlg, o.conns, o.dynamicKeep)
-	if o.gomemlimit != "" {
-		title += ", GOMEMLIMIT=" + o.gomemlimit
+	if o.proxyEnv != "" {
+		title += ", proxy environment " + o.proxyEnv
 	}
 	rep := &report{title: title, command: o.command}
 	rep.add("requests, failures", fmt.Sprintf("%d in %.1fs (%.0f req/s), %d failed (%s)", res.Total, res.Elapsed.Seconds(), res.RPS(), res.Errors(), statuses(res)), "0 failed", ptr(res.Errors() == 0 && res.Total == int64(o.dynamicN)))
