@@ -2,7 +2,8 @@
 // request's Host and whether it carries an Authorization header, with the
 // decoded JWT header and claims when it is a bearer token (never the
 // signature), and answers with the request's method, path and headers as
-// JSON (an Authorization value only as its scheme and length).
+// JSON (an Authorization value only as its scheme and length, a JWT in any
+// other header, as stsproxy --token-header puts it, only as its length).
 //
 // With -issuer URL, a loopback issuer such as the one stsproxy --local-sts
 // logs at startup, it also verifies each token with package verify: it
