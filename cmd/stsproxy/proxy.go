@@ -231,21 +231,25 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// setXForwarded does what [httputil.ProxyRequest.SetXForwarded] does, but
-// sets X-Forwarded-Proto from the shared forwardedProto slices instead of
-// allocating one per request: it appends the client's IP to
-// X-Forwarded-For (or removes the header if the remote address has none)
-// and sets X-Forwarded-Host to the inbound Host.
+// setXForwarded does what [httputil.ProxyRequest.SetXForwarded] does, with
+// one allocation where it makes three: X-Forwarded-Proto comes from the
+// shared forwardedProto slices, and X-Forwarded-For and X-Forwarded-Host
+// share one array (each a full slice of it, so an append copies). It
+// appends the client's IP to X-Forwarded-For (or removes the header if the
+// remote address has none) and sets X-Forwarded-Host to the inbound Host.
 func setXForwarded(pr *httputil.ProxyRequest) {
+	vals := make([]string, 2)
+	vals[1] = pr.In.Host
 	if clientIP, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
 		if prior := pr.Out.Header["X-Forwarded-For"]; len(prior) > 0 {
 			clientIP = strings.Join(prior, ", ") + ", " + clientIP
 		}
-		pr.Out.Header["X-Forwarded-For"] = []string{clientIP}
+		vals[0] = clientIP
+		pr.Out.Header["X-Forwarded-For"] = vals[0:1:1]
 	} else {
 		delete(pr.Out.Header, "X-Forwarded-For")
 	}
-	pr.Out.Header["X-Forwarded-Host"] = []string{pr.In.Host}
+	pr.Out.Header["X-Forwarded-Host"] = vals[1:2:2]
 	proto := forwardedProto[0]
 	if pr.In.TLS != nil {
 		proto = forwardedProto[1]

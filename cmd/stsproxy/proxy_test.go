@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/netip"
 	"strings"
 	"testing"
@@ -333,4 +335,48 @@ func TestProxyViaChain(t *testing.T) {
 	first.ServeHTTP(w, r)
 	require.Equal(t, http.StatusNoContent, w.Code, w.Body.String())
 	assert.Equal(t, []string{"1.0 corp-gateway, 1.1 stsproxy-notthisone", first.via, last.via}, got.Values("Via"))
+}
+
+// TestSetXForwardedMatchesStdlib holds setXForwarded, which shares its
+// header value slices, to the headers httputil's SetXForwarded sets.
+func TestSetXForwardedMatchesStdlib(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		remote string
+		prior  []string
+		tls    bool
+	}{
+		{"plain", "10.1.2.3:5555", nil, false},
+		{"prior values", "[::1]:80", []string{"10.0.0.1", "10.0.0.2, 10.0.0.3"}, false},
+		{"tls", "127.0.0.1:1", []string{"192.0.2.1"}, true},
+		{"no port in remote address", "garbage", []string{"192.0.2.1"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			mk := func() *httputil.ProxyRequest {
+				in := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8443/x", nil)
+				in.RemoteAddr, in.Host = tc.remote, "front.test:8443"
+				if !tc.tls {
+					in.TLS = nil
+				} else {
+					in.TLS = &tls.ConnectionState{}
+				}
+				out := in.Clone(in.Context())
+				if tc.prior != nil {
+					out.Header["X-Forwarded-For"] = tc.prior
+				}
+				return &httputil.ProxyRequest{In: in, Out: out}
+			}
+			want, got := mk(), mk()
+			want.SetXForwarded()
+			setXForwarded(got)
+			assert.Equal(t, want.Out.Header, got.Out.Header)
+			// Appending to one header must not change another.
+			got.Out.Header.Add("X-Forwarded-For", "x")
+			got.Out.Header.Add("X-Forwarded-Proto", "y")
+			assert.Equal(t, want.Out.Header.Get("X-Forwarded-Host"), got.Out.Header.Get("X-Forwarded-Host"))
+			assert.Equal(t, [2][]string{{"http"}, {"https"}}, forwardedProto)
+		})
+	}
 }
