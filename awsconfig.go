@@ -58,7 +58,14 @@ const (
 // returns is loaded but for the Region, so its credentials can still be
 // checked.
 func LoadAWSConfig(ctx context.Context, optFns ...func(*awsconfig.LoadOptions) error) (aws.Config, RegionSource, error) {
-	role := &boundedIMDS{}
+	return loadAWSConfig(ctx, IMDSTimeout, optFns...)
+}
+
+// loadAWSConfig is LoadAWSConfig with bound in place of IMDSTimeout, so
+// that in-package tests of a fake IMDS that answers can wait longer than a
+// loaded machine may take to answer.
+func loadAWSConfig(ctx context.Context, bound time.Duration, optFns ...func(*awsconfig.LoadOptions) error) (aws.Config, RegionSource, error) {
+	role := &boundedIMDS{bound: bound}
 	opts := append([]func(*awsconfig.LoadOptions) error{
 		awsconfig.WithEC2RoleCredentialOptions(func(o *ec2rolecreds.Options) { o.Client = role }),
 	}, optFns...)
@@ -71,8 +78,8 @@ func LoadAWSConfig(ctx context.Context, optFns ...func(*awsconfig.LoadOptions) e
 	if cfg.Region != "" {
 		return cfg, regionSource(cfg), nil
 	}
-	region, err := instanceRegion(ctx, client)
-	if errors.Is(err, errIMDSUnanswered) {
+	region, err := instanceRegion(ctx, client, bound)
+	if errors.Is(err, imdsSilence{bound}) {
 		// The configuration is returned for diagnostics only: do not wait
 		// for the same silence again when its credentials are checked.
 		role.unanswered.Store(true)
@@ -107,9 +114,9 @@ func regionSource(cfg aws.Config) RegionSource {
 }
 
 // instanceRegion asks IMDS for the instance's Region, waiting at most
-// IMDSTimeout. Its error says, in a few words, why there is none.
-func instanceRegion(ctx context.Context, client *imds.Client) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, IMDSTimeout)
+// bound. Its error says, in a few words, why there is none.
+func instanceRegion(ctx context.Context, client *imds.Client, bound time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	out, err := client.GetRegion(ctx, &imds.GetRegionInput{})
 	switch {
@@ -118,40 +125,39 @@ func instanceRegion(ctx context.Context, client *imds.Client) (string, error) {
 	case err == nil:
 		return "", errors.New("answered no Region")
 	case ctx.Err() != nil || isTimeout(err):
-		return "", errIMDSUnanswered
+		return "", imdsSilence{bound}
 	}
 	return "", fmt.Errorf("did not say: %w", err)
 }
 
-// errIMDSUnanswered is the error of an IMDS question that got no answer in
-// IMDSTimeout. It wraps context.DeadlineExceeded.
-var errIMDSUnanswered error = imdsSilence{}
+// imdsSilence is the error of an IMDS question that got no answer within
+// bound (IMDSTimeout). It wraps context.DeadlineExceeded.
+type imdsSilence struct{ bound time.Duration }
 
-type imdsSilence struct{}
-
-func (imdsSilence) Error() string {
-	return "did not answer within " + IMDSTimeout.String() + " (not on EC2?)"
+func (e imdsSilence) Error() string {
+	return "did not answer within " + e.bound.String() + " (not on EC2?)"
 }
 func (imdsSilence) Unwrap() error { return context.DeadlineExceeded }
 
 // boundedIMDS is the IMDS client of the EC2 role credentials provider: the
 // SDK's, built from the loaded configuration, with each question bounded by
-// IMDSTimeout.
+// bound (IMDSTimeout).
 type boundedIMDS struct {
+	bound      time.Duration
 	client     atomic.Pointer[imds.Client] // set once the configuration is loaded
 	unanswered atomic.Bool                 // the Region question got no answer
 }
 
-// GetMetadata asks IMDS, waiting at most IMDSTimeout.
+// GetMetadata asks IMDS, waiting at most b.bound.
 func (b *boundedIMDS) GetMetadata(ctx context.Context, in *imds.GetMetadataInput, optFns ...func(*imds.Options)) (*imds.GetMetadataOutput, error) {
 	c := b.client.Load()
 	if c == nil {
 		return nil, errors.New("stsauth: instance metadata asked before the AWS configuration was loaded")
 	}
 	if b.unanswered.Load() {
-		return nil, fmt.Errorf("the EC2 instance metadata service %w", errIMDSUnanswered)
+		return nil, fmt.Errorf("the EC2 instance metadata service %w", imdsSilence{b.bound})
 	}
-	ctx, cancel := context.WithTimeout(ctx, IMDSTimeout)
+	ctx, cancel := context.WithTimeout(ctx, b.bound)
 	defer cancel()
 	return c.GetMetadata(ctx, in, optFns...)
 }

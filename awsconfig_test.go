@@ -60,7 +60,10 @@ func TestLoadAWSConfigRegionSource(t *testing.T) {
 	assert.Zero(t, before, "a configured region asks IMDS nothing")
 	t.Run("instance metadata", func(t *testing.T) {
 		isolateAWS(t, fake)
-		cfg, src, err := LoadAWSConfig(context.Background())
+		// The fake answers in milliseconds, but a loaded machine has taken
+		// longer than IMDSTimeout to schedule it: wait as long as it takes.
+		// The bound itself is checked by TestLoadAWSConfigWithoutRegion.
+		cfg, src, err := loadAWSConfig(context.Background(), time.Minute)
 		require.NoError(t, err)
 		assert.Equal(t, "eu-west-3", cfg.Region)
 		assert.Equal(t, RegionFromIMDS, src)
