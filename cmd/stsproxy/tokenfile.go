@@ -133,36 +133,55 @@ func removeAt(tok stsauth.Token, now time.Time) time.Time {
 // token hook). A token is written only if it is newer than the one last
 // written, so a token whose file was removed is never written again. When
 // src fails, keep tries again with capped exponential backoff; while the
-// token on file is still good, src's own refreshes retry too.
+// token on file is still good, src's own refreshes retry too. A wakeup that
+// brings nothing new (a signal for a token already taken from the cache)
+// keeps the retry already pending, so the retries follow the backoff
+// whenever such signals arrive.
 func (f *tokenFile) keep(ctx context.Context, src tokenGetter, aud stsauth.Audience, changed <-chan struct{}) {
 	var written stsauth.Token // the last token written, on file or removed
 	var expire <-chan time.Time
 	stopExpire := func() bool { return false }
+	var retry <-chan time.Time // nil: no retry pending
+	var retryAt time.Time
+	stopRetry := func() bool { return false }
 	wait := primeBackoffMin
+	// armRetry arms the next retry, unless one is pending, and returns
+	// how long until it is due.
+	armRetry := func() time.Duration {
+		now := f.now()
+		if retry == nil {
+			retryAt = now.Add(wait)
+			retry, stopRetry = f.timerAt(retryAt)
+			wait = min(2*wait, primeBackoffMax)
+		}
+		return retryAt.Sub(now)
+	}
+	cancelRetry := func() {
+		stopRetry()
+		retry, stopRetry = nil, func() bool { return false }
+	}
 	defer func() {
 		stopExpire()
+		cancelRetry()
 		if err := f.remove(); err != nil {
 			f.log.Error("token file not removed on exit", "path", f.path, "error", err.Error())
 		}
 	}()
 	for {
-		var retry <-chan time.Time
-		stopRetry := func() bool { return false }
 		tok, err := src.Token(ctx, aud)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return
 		case err != nil:
-			f.log.Warn("token fetch failed; retrying", "path", f.path, "error", err.Error(), "retry_in", wait.String())
-			retry, stopRetry = f.timerAt(f.now().Add(wait))
-			wait = min(2*wait, primeBackoffMax)
+			in := armRetry()
+			f.log.Warn("token fetch failed; retrying", "path", f.path, "error", err.Error(), "retry_in", in.String())
 		case tok.Expiry.After(written.Expiry) && tok.Expiry.After(f.now()):
 			if err := f.write(tok); err != nil {
-				f.log.Error("token file not written; retrying", "path", f.path, "error", err.Error(), "retry_in", wait.String())
-				retry, stopRetry = f.timerAt(f.now().Add(wait))
-				wait = min(2*wait, primeBackoffMax)
+				in := armRetry()
+				f.log.Error("token file not written; retrying", "path", f.path, "error", err.Error(), "retry_in", in.String())
 				break
 			}
+			cancelRetry()
 			written, wait = tok, primeBackoffMin
 			f.holds.Store(true)
 			stopExpire()
@@ -173,12 +192,13 @@ func (f *tokenFile) keep(ctx context.Context, src tokenGetter, aud stsauth.Audie
 		case !f.holds.Load():
 			// The token the file held was removed and src still serves
 			// it: wait for a new one, asking again with backoff.
-			retry, stopRetry = f.timerAt(f.now().Add(wait))
-			wait = min(2*wait, primeBackoffMax)
+			armRetry()
+		default:
+			// The file holds the token src serves: nothing to retry.
+			cancelRetry()
 		}
 		select {
 		case <-ctx.Done():
-			stopRetry()
 			return
 		case <-changed:
 			// The source's scheduler refreshes only tokens used since they
@@ -186,6 +206,7 @@ func (f *tokenFile) keep(ctx context.Context, src tokenGetter, aud stsauth.Audie
 			// is not yet: the signal its fetch sent brings the loop back at
 			// once, and that Token call, a cache hit, marks it used.
 		case <-retry:
+			retry, stopRetry = nil, func() bool { return false }
 		case <-expire:
 			expire, stopExpire = nil, func() bool { return false }
 			if err := f.remove(); err != nil {
@@ -195,6 +216,5 @@ func (f *tokenFile) keep(ctx context.Context, src tokenGetter, aud stsauth.Audie
 					"path", f.path, "audience", aud.String(), "expiry", written.Expiry.UTC().Format(time.RFC3339))
 			}
 		}
-		stopRetry()
 	}
 }

@@ -291,6 +291,46 @@ func TestTokenFileRefreshedByTheSource(t *testing.T) {
 	}
 }
 
+// TestTokenFileKeepSignalKeepsRetry: once the file is removed, a signal
+// that brings no new token (the source's hook fires for a token the writer
+// has already taken from the cache) keeps the retry pending: the retry
+// comes when due and the next one backs off from it. It used to cancel the
+// pending retry and arm a new one from the signal's moment with the doubled
+// wait, so the retries depended on when such a signal was read (the
+// flake of TestTokenFileKeep at "retries back off").
+func TestTokenFileKeepSignalKeepsRetry(t *testing.T) {
+	t.Parallel()
+	aud := stsauth.MustAudience("https://api.example.com")
+	sts := ststest.NewServer()
+	t.Cleanup(sts.Close)
+	ts, err := stsauth.NewTokenSource(sts.Client())
+	require.NoError(t, err)
+	t.Cleanup(func() { ts.Close() })
+	// Unbuffered and sent to by the test alone: a send returns once the
+	// writer has read it, so the test knows when each signal was seen.
+	changed := make(chan struct{})
+	path := filepath.Join(t.TempDir(), "token")
+	clock := newFileClock(time.Now())
+	_, _, _, stop := startKeep(t, path, clock, ts, aud, changed)
+	defer stop()
+
+	at := clock.nextArmed(t) // the removal of the first token
+	clock.advanceTo(at)
+	retryAt := clock.nextArmed(t)
+	require.Equal(t, at.Add(primeBackoffMin), retryAt)
+
+	// Two signals with no new token behind them: once the second is read,
+	// the writer has acted on the first.
+	changed <- struct{}{}
+	changed <- struct{}{}
+	clock.advanceTo(retryAt)
+	assert.Equal(t, retryAt.Add(2*primeBackoffMin), clock.nextArmed(t),
+		"a signal with no new token moved the pending retry")
+	_, err = os.Stat(path)
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	assert.Equal(t, 1, sts.Calls())
+}
+
 // TestTokenFileKeepRetriesFailures: with no token to be had from the start
 // there is no file, and the writer asks again with backoff until a token
 // comes.
