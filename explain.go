@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"strconv"
 
 	"github.com/aws/smithy-go"
 )
@@ -21,9 +22,16 @@ type Explanation struct {
 	Cause string
 	// Fix says in one sentence what to do about it.
 	Fix string
-	// Transient reports whether the same call may succeed later with no
-	// change: throttling, errors on the STS side, timeouts and the
-	// network. A TokenSource retries those with backoff by itself.
+	// Transient reports whether the failure is STS in this Region failing
+	// or refusing to serve, or no answer at all, rather than something
+	// about the request, the credentials or the account: throttling, an
+	// error on the STS side (any 5xx or 429 answer, an HTML error page from
+	// something in front of STS included), RegionDisabledException, the
+	// network, a timeout. It is the classification a [TokenSource] acts
+	// on: such a failure backs off the whole source, whose next call, a
+	// probe, retries it, and with [WithFallback] the same fetch asks the
+	// next Region; the others go to no other Region. A Region that stays
+	// disabled needs the Fix.
 	Transient bool
 }
 
@@ -43,6 +51,10 @@ const (
 	// CodeBadResponse: STS answered, but not with a token the library
 	// accepts (not a compact JWS, no expiry, too large, unreadable).
 	CodeBadResponse = "BadResponse"
+	// CodeServerError: the STS endpoint, or something in front of it,
+	// answered with a 5xx or 429 status and no STS error code (an HTML
+	// error page from a load balancer or proxy, say).
+	CodeServerError = "ServerError"
 	// CodeInvalidRequest: the audience or an option is invalid
 	// ([ErrInvalidAudience], [ErrInvalidOption]); nothing was sent.
 	CodeInvalidRequest = "InvalidRequest"
@@ -76,67 +88,6 @@ const credentialChainTried = "environment variables, the shared config and crede
 // credentialsFix is the fix for missing credentials.
 const credentialsFix = "give the process AWS credentials: AWS_PROFILE (after aws sso login) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; " +
 	"on AWS, a role (EKS Pod Identity or IRSA, an ECS task role, an EC2 instance profile)"
-
-// stsExplanations maps STS error codes to their cause and fix.
-var stsExplanations = map[string]Explanation{
-	codeFederationDisabled: {
-		Cause: "outbound identity federation is not enabled for the AWS account",
-		Fix:   "enable it, once per account: aws iam enable-outbound-web-identity-federation; then aws iam get-outbound-web-identity-federation-info shows the issuer to register with the APIs you call",
-	},
-	"AccessDenied": {
-		Cause: "IAM denies sts:GetWebIdentityToken for these audiences to the caller",
-		Fix:   "attach an identity policy that allows it to the caller's role or user (LeastPrivilegePolicy builds one; stsproxy policy prints it); if one is attached, a service control policy, resource control policy, permissions boundary or VPC endpoint policy denies the call",
-	},
-	codeSessionEscalation: {
-		Cause: "the token would outlive the session of the credentials that ask for it",
-		Fix:   "use credentials with a longer session (a role's maximum session duration), a shorter token duration, or pass the credentials provider (WithCredentials) so the duration is fitted to the session",
-	},
-	"JWTPayloadSizeExceededException": {
-		Cause: "the token would be too large",
-		Fix:   "send fewer or shorter session tags (WithTags, stsproxy --token-tag) or fewer audiences",
-	},
-	"RegionDisabledException": {
-		Cause: "STS is not enabled in this Region for the account",
-		Fix:   "activate the Region in the account settings (IAM console, Security Token Service regions), or use an enabled Region (AWS_REGION)",
-	},
-	"Throttling": {
-		Cause:     "STS throttled the call",
-		Fix:       "retry later (the token source does, with backoff); it calls STS once per audience set per refresh, not per request: if many processes share the account, spread their refreshes or use fewer audience sets",
-		Transient: true,
-	},
-	"InvalidClientTokenId": {
-		Cause: "the credentials are not valid AWS credentials",
-		Fix:   "check which credentials the AWS SDK found (environment, profile, role) and replace them",
-	},
-	"ExpiredToken": {
-		Cause: "the credentials have expired, or this machine's clock is off",
-		Fix:   "refresh them (aws sso login, or restart the pod for fresh Pod Identity or IRSA credentials) and sync the clock with NTP",
-	},
-	"ValidationError": {
-		Cause: "STS refused a parameter of the request",
-		Fix:   "check the audiences (1 to 10 values of 1 to 1000 characters), the duration (60 s to 1 h) and the tags (up to 50)",
-	},
-	"InternalFailure": {
-		Cause:     "an error on the STS side",
-		Fix:       "retry later (the token source does, with backoff)",
-		Transient: true,
-	},
-}
-
-// stsAliases are STS error codes explained like another.
-var stsAliases = map[string]string{
-	"AccessDeniedException":       "AccessDenied",
-	"ThrottlingException":         "Throttling",
-	"RequestLimitExceeded":        "Throttling",
-	"UnrecognizedClientException": "InvalidClientTokenId",
-	"SignatureDoesNotMatch":       "InvalidClientTokenId",
-	"IncompleteSignature":         "InvalidClientTokenId",
-	"MissingAuthenticationToken":  "InvalidClientTokenId",
-	"ExpiredTokenException":       "ExpiredToken",
-	"RequestExpired":              "ExpiredToken",
-	"ServiceUnavailable":          "InternalFailure",
-	"InternalError":               "InternalFailure",
-}
 
 // Explain returns what err, an error of a [TokenSource], a [Transport] or
 // [NewClient], means and how to fix it; nil for a nil err. It reads the
@@ -178,26 +129,32 @@ func Explain(err error) *Explanation {
 		return x
 	case errors.As(err, &api):
 		code := api.ErrorCode()
-		key := code
-		if alias, ok := stsAliases[code]; ok {
-			key = alias
+		if e, ok := lookupSTSError(code); ok {
+			return &Explanation{Code: code, Cause: e.cause, Fix: e.fix, Transient: regional(err)}
 		}
-		x, ok := stsExplanations[key]
-		if !ok {
-			return &Explanation{Code: code, Cause: "STS answered " + code,
-				Fix: "see the AWS STS GetWebIdentityToken API reference for " + code}
+		x := &Explanation{Code: code, Cause: "STS answered " + code,
+			Fix: "see the AWS STS GetWebIdentityToken API reference for " + code, Transient: regional(err)}
+		if x.Transient {
+			x.Cause += " with HTTP status " + strconv.Itoa(httpStatus(err)) + ": an error on the STS side"
+			x.Fix = retryFix + "; " + x.Fix
 		}
-		x.Code = code
-		return &x
+		return x
 	case errors.Is(err, context.Canceled):
 		return &Explanation{Code: CodeCanceled, Cause: "the caller gave up before STS answered", Fix: "nothing, if it meant to; otherwise give the request more time"}
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
 		return &Explanation{Code: CodeTimeout, Cause: "STS did not answer in time" + endpointOf(err),
 			Fix:       "check that the regional STS endpoint is reachable from here: egress rules, a VPC endpoint for STS, HTTPS_PROXY; the fetch timeout (WithFetchTimeout) bounds the wait",
-			Transient: true}
+			Transient: regional(err)}
 	case isNetwork(err):
 		return &Explanation{Code: CodeUnreachable, Cause: "the STS endpoint could not be reached" + endpointOf(err),
 			Fix:       "check that the regional STS endpoint is reachable from here: DNS, egress rules, a VPC endpoint for STS, HTTPS_PROXY; and that AWS_ENDPOINT_URL_STS, if set, is right",
+			Transient: regional(err)}
+	case regional(err):
+		// An answer with a 5xx or 429 status and no STS error code:
+		// not STS's XML, or none the SDK could read.
+		return &Explanation{Code: CodeServerError,
+			Cause:     "the STS endpoint, or something in front of it, answered HTTP " + strconv.Itoa(httpStatus(err)) + " with no STS error code",
+			Fix:       retryFix + "; if it lasts, check what stands between here and STS (HTTPS_PROXY, a VPC endpoint) and the endpoint (AWS_ENDPOINT_URL_STS)",
 			Transient: true}
 	case !isOperationError(err) || isDeserialization(err):
 		// The call returned, but not with a token the library takes: it

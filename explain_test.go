@@ -7,13 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -47,7 +51,7 @@ func TestExplain(t *testing.T) {
 			code: "OutboundWebIdentityFederationDisabledException", fix: "aws iam enable-outbound-web-identity-federation"},
 		{name: "access denied", setup: failing("AccessDenied"), code: "AccessDenied", fix: "LeastPrivilegePolicy"},
 		{name: "payload too large", setup: failing("JWTPayloadSizeExceededException"), code: "JWTPayloadSizeExceededException", fix: "fewer or shorter session tags"},
-		{name: "region disabled", setup: failing("RegionDisabledException"), code: "RegionDisabledException", fix: "activate the Region"},
+		{name: "region disabled", setup: failing("RegionDisabledException"), code: "RegionDisabledException", fix: "activate the Region", transient: true},
 		{name: "throttled", setup: failing("Throttling"), code: "Throttling", fix: "retry later", transient: true},
 		{name: "STS internal failure", setup: failing("InternalFailure"), code: "InternalFailure", fix: "retry later", transient: true},
 		{name: "invalid credentials (alias)", setup: failing("SignatureDoesNotMatch"), code: "SignatureDoesNotMatch", fix: "replace them"},
@@ -61,6 +65,17 @@ func TestExplain(t *testing.T) {
 		{name: "timeout", setup: func(s *ststest.Server) { t.Cleanup(s.Hold()) }, opts: []Option{WithFetchTimeout(50 * time.Millisecond)},
 			code: CodeTimeout, fix: "WithFetchTimeout", transient: true},
 		{name: "not a token", opt: func(o *sts.Options) { o.BaseEndpoint = aws.String(notATokenURL(t)) }, code: CodeBadResponse, fix: "AWS_ENDPOINT_URL_STS"},
+		// What the source treats as the Region failing (source-wide backoff,
+		// the next Region with WithFallback) is transient, whatever the code.
+		{name: "HTML error page", opt: func(o *sts.Options) {
+			o.BaseEndpoint = aws.String(answerURL(t, http.StatusBadGateway, "text/html", "<html><body><h1>502 Bad Gateway</h1></body></html>"))
+		}, code: CodeServerError, fix: "retry later", transient: true},
+		{name: "unknown STS code with a 5xx", opt: func(o *sts.Options) {
+			o.BaseEndpoint = aws.String(answerURL(t, http.StatusServiceUnavailable, "text/xml", stsErrorXML("SomethingNewException")))
+		}, code: "SomethingNewException", fix: "retry later", transient: true},
+		{name: "unknown STS code with a 4xx", opt: func(o *sts.Options) {
+			o.BaseEndpoint = aws.String(answerURL(t, http.StatusBadRequest, "text/xml", stsErrorXML("SomethingNewException")))
+		}, code: "SomethingNewException", fix: "API reference for SomethingNewException"},
 		{name: "zero audience", aud: Audience{}, code: CodeInvalidRequest, fix: "1 to 10 audience values"},
 	}
 	for _, tc := range tests {
@@ -93,6 +108,7 @@ func TestExplain(t *testing.T) {
 			assert.Contains(t, x.Fix, tc.fix, "Explain(%v).Fix", err)
 			assert.NotEmpty(t, x.Cause)
 			assert.Equal(t, tc.transient, x.Transient, "Explain(%v).Transient", err)
+			assert.Equal(t, regional(err), x.Transient, "Explain(%v).Transient, and what the source does", err)
 			if tc.code == CodeInvalidRequest || tc.code == CodeTimeout {
 				// Nothing was fetched, so nothing was logged; or the
 				// caller's wait ended with the fetch's own timeout, which
@@ -196,6 +212,58 @@ func notATokenURL(t *testing.T) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// answerURL returns the URL of an endpoint that answers every call with
+// status, a body of contentType.
+func answerURL(t *testing.T, status int, contentType, body string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.WriteHeader(status)
+		fmt.Fprint(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// stsErrorXML is an STS error response with code.
+func stsErrorXML(code string) string {
+	return `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Receiver</Type>` +
+		`<Code>` + code + `</Code><Message>m</Message></Error><RequestId>r</RequestId></ErrorResponse>`
+}
+
+// TestExplainTransientIsWhatTheSourceDoes: for every STS error code the
+// library knows, aliases included, with the status STS gives it, Explain's
+// Transient is what classify makes of it, which the source's backoff and
+// region fallback act on; and the codes of the Region failing are the
+// transient ones.
+func TestExplainTransientIsWhatTheSourceDoes(t *testing.T) {
+	t.Parallel()
+	apiErr := func(code string, status int) error {
+		return &smithy.OperationError{ServiceID: "STS", OperationName: "GetWebIdentityToken", Err: &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}},
+			Err:      &smithy.GenericAPIError{Code: code}}}
+	}
+	codes := slices.Concat(slices.Collect(maps.Keys(stsErrors)), slices.Collect(maps.Keys(stsAliases)))
+	for _, code := range codes {
+		for _, status := range []int{400, 403, 429, 500, 503} {
+			err := apiErr(code, status)
+			x := Explain(err)
+			e, ok := lookupSTSError(code)
+			require.True(t, ok, code)
+			assert.Equal(t, x.Transient, e.kind == failRegion, "Explain(%s, %d).Transient", code, status)
+			assert.Equal(t, regional(err), x.Transient, "Explain(%s, %d).Transient", code, status)
+			assert.Equal(t, code, x.Code)
+		}
+	}
+	for code, want := range map[string]bool{
+		"RegionDisabledException": true, "Throttling": true, "ThrottlingException": true, "RequestLimitExceeded": true,
+		"InternalFailure": true, "ServiceUnavailable": true, "InternalError": true,
+		"AccessDenied": false, "ValidationError": false, codeFederationDisabled: false,
+		"InvalidClientTokenId": false, "UnrecognizedClientException": false, "ExpiredToken": false, "RequestExpired": false,
+	} {
+		assert.Equal(t, want, Explain(apiErr(code, 400)).Transient, "Explain(%s).Transient", code)
+	}
 }
 
 func TestExplainMintRate(t *testing.T) {

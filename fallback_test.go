@@ -396,6 +396,9 @@ func TestClassify(t *testing.T) {
 		{status(400, api("ValidationError")), failRequest},
 		{status(403, api(codeFederationDisabled)), failAccount},
 		{status(403, api("InvalidClientTokenId")), failCredentials},
+		{status(403, api("UnrecognizedClientException")), failCredentials}, // aliases are classified as their code
+		{status(400, api("RequestExpired")), failCredentials},
+		{status(400, api("RegionDisabledException")), failRegion},
 		{fmt.Errorf("x: %w", ErrCredentialsExpiring), failCredentials},
 		{status(400, api("Throttling")), failRegion},
 		{status(500, api("InternalFailure")), failRegion},

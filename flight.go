@@ -5,13 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/aws/smithy-go"
 )
 
 // Fetches in flight. Each entry has at most one fetch planned or running (a
@@ -316,86 +312,4 @@ func (ts *TokenSource) backoffDelay(n int) time.Duration {
 		window = min(backoffMax, backoffBase<<(n-1))
 	}
 	return max(backoffMin, ts.jitter(window))
-}
-
-// A failureKind sorts a fetch error by what it is about, which decides
-// what it backs off (the audience set, or the whole source) and whether
-// another region may do better ([WithFallback]).
-type failureKind int
-
-const (
-	// failRequest is about the request: the audience set, IAM, validation.
-	// Every region would give the same answer.
-	failRequest failureKind = iota
-	// failCredentials is about the AWS credentials: every set, every region.
-	failCredentials
-	// failAccount is about the account (the feature is disabled): every
-	// set, every region.
-	failAccount
-	// failRegion is STS in this region failing or refusing to serve:
-	// throttling, a 5xx, the region disabled. Every set, this region.
-	failRegion
-	// failNetwork is no answer at all: the network, a timeout.
-	failNetwork
-)
-
-// failureKinds are the STS error codes that are not about the request; any
-// other code is. Codes not listed that come with a 5xx or 429 status are
-// failRegion too (see classify).
-var failureKinds = map[string]failureKind{
-	"InvalidClientTokenId":       failCredentials,
-	"ExpiredToken":               failCredentials,
-	"ExpiredTokenException":      failCredentials,
-	"SignatureDoesNotMatch":      failCredentials,
-	"IncompleteSignature":        failCredentials,
-	"MissingAuthenticationToken": failCredentials,
-	codeFederationDisabled:       failAccount,
-	"Throttling":                 failRegion,
-	"ThrottlingException":        failRegion,
-	"RequestLimitExceeded":       failRegion,
-	"RegionDisabledException":    failRegion,
-	"InternalFailure":            failRegion,
-	"ServiceUnavailable":         failRegion,
-}
-
-// codeFederationDisabled is the code of an account that has not enabled
-// outbound identity federation.
-const codeFederationDisabled = "OutboundWebIdentityFederationDisabledException"
-
-// classify sorts a fetch error: by its STS error code when it has a known
-// one, else as the network's when no answer came (a net.Error, a timeout),
-// else by its HTTP status (5xx and 429 are the region's).
-func classify(err error) failureKind {
-	if errors.Is(err, ErrCredentialsExpiring) || errors.Is(err, ErrNoCredentials) {
-		return failCredentials
-	}
-	var api smithy.APIError
-	if errors.As(err, &api) {
-		if k, ok := failureKinds[api.ErrorCode()]; ok {
-			return k
-		}
-	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
-		return failNetwork
-	}
-	var resp interface{ HTTPStatusCode() int }
-	if errors.As(err, &resp) {
-		if st := resp.HTTPStatusCode(); st >= 500 || st == http.StatusTooManyRequests {
-			return failRegion
-		}
-	}
-	return failRequest
-}
-
-// sourceWide reports whether err is a failure every audience set would
-// share: credentials, throttling, the feature disabled, STS or the network
-// failing. Validation and access errors may be about the set and are not.
-func sourceWide(err error) bool { return classify(err) != failRequest }
-
-// regional reports whether err is a failure that STS in another region may
-// not have: throttling, a 5xx, the region disabled, the network, a timeout.
-func regional(err error) bool {
-	k := classify(err)
-	return k == failRegion || k == failNetwork
 }
