@@ -46,7 +46,7 @@ const codeFederationDisabled = "OutboundWebIdentityFederationDisabledException"
 
 // retryFix is the fix of a failure of STS in a region, which the source
 // retries by itself.
-const retryFix = "retry later (the token source does, with backoff, and with WithFallback asks the next Region)"
+const retryFix = "retry later (the token source does, with backoff, and asks the next Region if there are fallbacks: WithFallback, stsproxy --sts-fallback-regions)"
 
 // stsErrors are the STS error codes the library knows, with their aliases
 // in stsAliases. A code not listed is about the request unless it comes
@@ -75,7 +75,7 @@ var stsErrors = map[string]stsError{
 	"RegionDisabledException": {
 		kind:  failRegion,
 		cause: "STS is not enabled in this Region for the account",
-		fix:   "activate the Region in the account settings (IAM console, Security Token Service regions), or use an enabled Region (AWS_REGION); meanwhile the token source retries with backoff, and with WithFallback asks the next Region",
+		fix:   "activate the Region in the account settings (IAM console, Security Token Service regions), or use an enabled Region (AWS_REGION)",
 	},
 	"Throttling": {
 		kind:  failRegion,
