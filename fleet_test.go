@@ -154,7 +154,7 @@ func runFleet(tb testing.TB, nSources, nSets int, rate float64, fleetStep time.D
 		if err != nil {
 			tb.Fatal(err)
 		}
-		ts.now = clock.Now
+		ts.now, ts.realClock = clock.Now, false
 		ts.timerAt = func(at time.Time) (<-chan time.Time, func() bool) {
 			return clock.timerAtNotify(at, func() { ts.parked.Store(-1) })
 		}

@@ -210,10 +210,14 @@ type TokenSource struct {
 	// now, timerAt and jitter are time and randomness; tests in this
 	// package replace them before the first call. timerAt returns a channel
 	// that receives at (or soon after) at, and a stop function.
-	now     func() time.Time
-	timerAt func(at time.Time) (<-chan time.Time, func() bool)
-	jitter  func(max time.Duration) time.Duration
-	spread  func(max time.Duration) time.Duration // of first refreshes
+	now func() time.Time
+	// realClock reports that now is time.Now, so a cache hit may read the
+	// monotonic clock alone (monoNow); a test that replaces now clears it.
+	realClock bool
+	epoch     time.Time // time.Now() at creation, for monoNow
+	timerAt   func(at time.Time) (<-chan time.Time, func() bool)
+	jitter    func(max time.Duration) time.Duration
+	spread    func(max time.Duration) time.Duration // of first refreshes
 	// onScan, if set by a test, is called by the scheduler after each scan
 	// once its timer is armed; fired tells whether the timer started it.
 	onScan func(fired bool)
@@ -272,6 +276,8 @@ func NewTokenSource(client GetWebIdentityTokenAPIClient, opts ...Option) (*Token
 		client:    client,
 		cfg:       cfg,
 		now:       time.Now,
+		realClock: true,
+		epoch:     time.Now(),
 		timerAt:   realTimerAt,
 		wake:      make(chan struct{}, 1),
 		slots:     make(chan struct{}, cfg.maxFetches),
@@ -385,7 +391,7 @@ func (ts *TokenSource) Token(ctx context.Context, aud Audience) (Token, error) {
 	e := ts.cache.get(aud.key)
 	if e != nil {
 		if c := e.state.Load(); c != nil {
-			now := ts.now()
+			now := ts.monoNow()
 			if now.Before(c.expireAt) {
 				if !e.used.Load() {
 					e.used.Store(true)
@@ -394,7 +400,7 @@ func (ts *TokenSource) Token(ctx context.Context, aud Audience) (Token, error) {
 					c.used.Store(true)
 				}
 				if !now.Before(c.refreshAt) {
-					ts.refreshAhead(e, now, triggerRequest)
+					ts.refreshAhead(e, ts.now(), triggerRequest)
 					e.attrs.stale.Add()
 				}
 				e.attrs.hits.Add()
@@ -407,6 +413,19 @@ func (ts *TokenSource) Token(ctx context.Context, aud Audience) (Token, error) {
 	}
 	ts.metrics.misses.Add(ctx, 1, e.attrs.add...)
 	return ts.fetchWait(ctx, e)
+}
+
+// monoNow returns the time for comparing with times of this source's clock
+// that carry a monotonic reading, as expireAt and refreshAt do (they are
+// derived from ts.now() at a fetch's start): with the real clock, the
+// creation time advanced by the monotonic time since, which reads one clock
+// where time.Now reads two (wall and monotonic). Its wall reading does not
+// follow steps of the wall clock, so it is for Before and After only.
+func (ts *TokenSource) monoNow() time.Time {
+	if ts.realClock {
+		return ts.epoch.Add(time.Since(ts.epoch))
+	}
+	return ts.now()
 }
 
 // newEntry makes the cache entry of a set the source does not hold, if the

@@ -131,7 +131,7 @@ func (c *fakeClock) timerAtNotify(at time.Time, fired func()) (<-chan time.Time,
 // moment rather than spread over their lifetime, so that tests can count
 // refreshes.
 func useClock(ts *TokenSource, clock *fakeClock) {
-	ts.now = clock.Now
+	ts.now, ts.realClock = clock.Now, false
 	ts.timerAt = clock.TimerAt
 	ts.spread = func(time.Duration) time.Duration { return 0 }
 }
@@ -764,4 +764,39 @@ func TestTokenHookSeesEveryNewToken(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, hooked(), 3)
 	assert.Equal(t, replacement.Value(), hooked()[2].Value())
+}
+
+// TestMonoNowWithRealClock holds the hit path's clock read, with the real
+// clock, between two time.Now readings (monotonic comparisons, as the hit
+// path makes), and a hit with it to the expiry of the real-clock source.
+func TestMonoNowWithRealClock(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSTS{clock: &fakeClock{t: time.Now()}}
+	ts, err := NewTokenSource(fake)
+	require.NoError(t, err)
+	t.Cleanup(func() { ts.Close() })
+	require.True(t, ts.realClock)
+	for range 100 {
+		before := time.Now()
+		m := ts.monoNow()
+		after := time.Now()
+		require.False(t, m.Before(before), "monoNow before an earlier time.Now")
+		require.False(t, m.After(after), "monoNow after a later time.Now")
+	}
+	aud := MustAudience("https://api.example.com")
+	_, err = ts.Token(context.Background(), aud)
+	require.NoError(t, err)
+	_, err = ts.Token(context.Background(), aud)
+	require.NoError(t, err)
+	require.Equal(t, 1, fake.Calls(), "the second call is a hit")
+	// A token past its expireAt is not served from the cache: the next
+	// call fetches anew.
+	e := ts.cache.get(aud.key)
+	c := *e.state.Load()
+	c.expireAt = time.Now()
+	c.refreshAt = c.expireAt
+	e.state.Store(&c)
+	_, err = ts.Token(context.Background(), aud)
+	require.NoError(t, err)
+	assert.Equal(t, 2, fake.Calls(), "an expired token was served from the cache")
 }
