@@ -9,7 +9,7 @@ import (
 
 // accessLogQueue is how many access log records may wait for the writer
 // before a request waits too.
-const accessLogQueue = 4096
+const accessLogQueue = 1024
 
 // asyncHandler passes log records to next on a goroutine of its own, so a
 // request does not wait on the log's write: slog's handlers format a record
