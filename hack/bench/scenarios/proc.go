@@ -62,31 +62,11 @@ func startProxy(ctx context.Context, bin string, args, env []string) (*proxyProc
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	setParentDeathSignal(cmd)
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("scenarios: start %s: %w", bin, err)
+	p, addrs, err := launch(cmd, "stsproxy")
+	if err != nil {
+		return nil, err
 	}
-	p := &proxyProc{cmd: cmd, done: make(chan struct{}), levels: map[string]int{}, messages: map[string]int{}}
-	listening := make(chan [2]string, 1)
-	go p.readLog(pr, listening)
-	go func() {
-		cmd.Wait()
-		pw.Close()
-		close(p.done)
-	}()
-	select {
-	case a := <-listening:
-		p.Addr, p.MetricsAddr = a[0], a[1]
-	case <-p.done:
-		return nil, fmt.Errorf("scenarios: stsproxy exited before listening: %v", cmd.ProcessState)
-	case <-time.After(15 * time.Second):
-		p.Stop()
-		return nil, errors.New("scenarios: stsproxy did not log \"listening\" within 15s")
-	}
+	p.Addr, p.MetricsAddr = addrs[0], addrs[1]
 	for _, a := range []string{p.Addr, p.MetricsAddr} {
 		if err := benchnet.CheckLoopbackAddr(a); err != nil {
 			p.Stop()
@@ -96,19 +76,17 @@ func startProxy(ctx context.Context, bin string, args, env []string) (*proxyProc
 	return p, nil
 }
 
-// startFloor starts the floorproxy binary bin routing by header to the
-// loopback upstream, and waits, at most 15 s, for its "listening" record.
-func startFloor(ctx context.Context, bin, upstream, hostHeader string) (*proxyProc, error) {
-	cmd := exec.CommandContext(ctx, bin, "-listen", "127.0.0.1:0", "-upstream", "http://"+upstream,
-		"-host-header", hostHeader, "-max-idle-conns-per-host", "64", "-max-idle-conns", "64", "-buffer-pool")
-	cmd.Env = []string{"HOME=" + os.TempDir(), "GODEBUG=gctrace=1"}
+// launch starts cmd, named name in errors, stopping it with SIGTERM when its
+// context is done, and waits at most 15 s for its "listening" log record,
+// whose listener and metrics addresses it returns.
+func launch(cmd *exec.Cmd, name string) (*proxyProc, [2]string, error) {
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	setParentDeathSignal(cmd)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("scenarios: start %s: %w", bin, err)
+		return nil, [2]string{}, fmt.Errorf("scenarios: start %s: %w", cmd.Path, err)
 	}
 	p := &proxyProc{cmd: cmd, done: make(chan struct{}), levels: map[string]int{}, messages: map[string]int{}}
 	listening := make(chan [2]string, 1)
@@ -120,13 +98,26 @@ func startFloor(ctx context.Context, bin, upstream, hostHeader string) (*proxyPr
 	}()
 	select {
 	case a := <-listening:
-		p.Addr = a[0]
+		return p, a, nil
 	case <-p.done:
-		return nil, fmt.Errorf("scenarios: floorproxy exited before listening: %v", cmd.ProcessState)
+		return nil, [2]string{}, fmt.Errorf("scenarios: %s exited before listening: %v", name, cmd.ProcessState)
 	case <-time.After(15 * time.Second):
 		p.Stop()
-		return nil, errors.New("scenarios: floorproxy did not log \"listening\" within 15s")
+		return nil, [2]string{}, fmt.Errorf("scenarios: %s did not log \"listening\" within 15s", name)
 	}
+}
+
+// startFloor starts the floorproxy binary bin routing by header to the
+// loopback upstream, and waits, at most 15 s, for its "listening" record.
+func startFloor(ctx context.Context, bin, upstream, hostHeader string) (*proxyProc, error) {
+	cmd := exec.CommandContext(ctx, bin, "-listen", "127.0.0.1:0", "-upstream", "http://"+upstream,
+		"-host-header", hostHeader, "-max-idle-conns-per-host", "64", "-max-idle-conns", "64", "-buffer-pool")
+	cmd.Env = []string{"HOME=" + os.TempDir(), "GODEBUG=gctrace=1"}
+	p, addrs, err := launch(cmd, "floorproxy")
+	if err != nil {
+		return nil, err
+	}
+	p.Addr = addrs[0]
 	if err := benchnet.CheckLoopbackAddr(p.Addr); err != nil {
 		p.Stop()
 		return nil, fmt.Errorf("scenarios: floorproxy: %w", err)
